@@ -1,0 +1,160 @@
+"""``two_stream_loader``: one DataLoader that yields ``(labeled_batch, unlabeled_batch)`` pairs.
+
+Both datasets are concatenated and indexed by a two-stream batch sampler (:mod:`semizoo.data.samplers`);
+the collate function splits each index batch by position, so labeled and unlabeled records may carry
+different keys (unlabeled records need no ``label``). With no unlabeled data the loader yields
+``(labeled_batch, None)`` and the methods fall back to supervised training.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterator, Sequence
+
+from monai.data import list_data_collate
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from .samplers import (
+    DistributedTwoStreamBatchSampler,
+    IndependentTwoStreamBatchSampler,
+    SingleStreamBatchSampler,
+    TwoStreamBatchSampler,
+)
+
+__all__ = ["TwoStreamCollate", "TwoStreamLoader", "two_stream_loader"]
+
+logger = logging.getLogger(__name__)
+
+
+class TwoStreamCollate:
+    """Collate the first ``primary_batch_size`` items and the rest separately; ``None`` for an empty rest."""
+
+    def __init__(self, primary_batch_size: int, collate_fn: Callable = list_data_collate) -> None:
+        self.primary_batch_size = int(primary_batch_size)
+        self.collate_fn = collate_fn
+
+    def __call__(self, items: Sequence[Any]) -> tuple[Any, Any]:
+        primary, secondary = items[: self.primary_batch_size], items[self.primary_batch_size :]
+        return self.collate_fn(list(primary)), (self.collate_fn(list(secondary)) if secondary else None)
+
+
+class TwoStreamLoader:
+    """Iterable of ``(labeled, unlabeled)`` batches with ``len``, ``set_epoch`` and exact-resume state.
+
+    The position saved by ``state_dict`` counts the batches *delivered* to the caller (not those prefetched
+    by workers), so a resumed run continues with the next undelivered batch.
+    """
+
+    def __init__(self, dataloader: DataLoader) -> None:
+        self.dataloader = dataloader
+        self.batch_sampler = dataloader.batch_sampler
+        self._epoch = self.batch_sampler.epoch
+        self._delivered = self.batch_sampler.state_dict()["position"]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    @property
+    def primary_batch_size(self) -> int:
+        return self.batch_sampler.primary_batch_size
+
+    @property
+    def secondary_batch_size(self) -> int:
+        return self.batch_sampler.secondary_batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+        self._epoch, self._delivered = int(epoch), 0
+
+    def state_dict(self) -> dict[str, int]:
+        state = dict(self.batch_sampler.state_dict())
+        state.update(epoch=self._epoch, position=self._delivered)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.load_state_dict(state)
+        self._epoch, self._delivered = int(state["epoch"]), int(state["position"])
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        # the sampler may run ahead under prefetching: restart it where delivery stopped
+        self.batch_sampler.load_state_dict({**self.batch_sampler.state_dict(), **self.state_dict()})
+        for batch in self.dataloader:
+            self._delivered += 1
+            yield batch
+        self._epoch, self._delivered = self._epoch + 1, 0
+
+
+def two_stream_loader(
+    labeled: Dataset,
+    unlabeled: Dataset | None,
+    batch_size: int,
+    secondary_batch_size: int,
+    independent: bool = False,
+    replacement: bool = True,
+    distributed: bool = False,
+    seed: int | None = None,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+    collate_fn: Callable = list_data_collate,
+    **kwargs: Any,
+) -> TwoStreamLoader:
+    """Build the ``(labeled, unlabeled)`` loader of a semi-supervised run.
+
+    Args:
+        labeled: dataset of labeled records.
+        unlabeled: dataset of unlabeled records; ``None`` or empty gives labeled-only batches of
+            ``batch_size - secondary_batch_size`` and ``None`` as the unlabeled batch (with a warning).
+        batch_size: labeled + unlabeled items per batch (per process under DDP).
+        secondary_batch_size: unlabeled items per batch.
+        independent: two endless independent streams (EPL, ACTION) instead of UA-MT's sampler; an epoch is then
+            ``len(unlabeled) // secondary_batch_size`` batches.
+        replacement: with ``independent``, draw each stream with replacement.
+        distributed: shard every batch across the process group (:class:`DistributedTwoStreamBatchSampler`);
+            requires an explicit shared ``seed`` (0 when omitted).
+        seed: base seed of the sampler; ``None`` draws one from torch's global generator.
+        num_replicas, rank: override the process group's world size and rank.
+        collate_fn: collation of each stream.
+        kwargs: passed to ``torch.utils.data.DataLoader`` (``num_workers``, ``pin_memory``, ...).
+    """
+    for forbidden in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
+        if forbidden in kwargs:
+            raise ValueError(f"two_stream_loader sets {forbidden!r} itself; remove it from the arguments.")
+    primary_batch_size = int(batch_size) - int(secondary_batch_size)
+    if primary_batch_size < 1:
+        raise ValueError(f"batch_size {batch_size} leaves no labeled items next to {secondary_batch_size} unlabeled.")
+    n_labeled = len(labeled)
+    n_unlabeled = 0 if unlabeled is None else len(unlabeled)
+    if n_labeled < primary_batch_size:
+        raise ValueError(f"{n_labeled} labeled items cannot fill a labeled batch of {primary_batch_size}.")
+    if n_unlabeled == 0:
+        logger.warning("no unlabeled data: training falls back to labeled-only batches of %d.", primary_batch_size)
+        if distributed:
+            sampler = DistributedTwoStreamBatchSampler(
+                range(n_labeled), [], primary_batch_size, 0, num_replicas, rank, seed=0 if seed is None else seed
+            )
+        else:
+            sampler = SingleStreamBatchSampler(range(n_labeled), primary_batch_size, seed=seed)
+        dataset: Dataset = labeled
+    else:
+        dataset = ConcatDataset([labeled, unlabeled])
+        primary, secondary = range(n_labeled), range(n_labeled, n_labeled + n_unlabeled)
+        if distributed:
+            sampler = DistributedTwoStreamBatchSampler(
+                primary,
+                secondary,
+                batch_size,
+                secondary_batch_size,
+                num_replicas=num_replicas,
+                rank=rank,
+                seed=0 if seed is None else seed,
+                independent=independent,
+                replacement=replacement,
+            )
+        elif independent:
+            sampler = IndependentTwoStreamBatchSampler(
+                primary, secondary, batch_size, secondary_batch_size, replacement=replacement, seed=seed
+            )
+        else:
+            sampler = TwoStreamBatchSampler(primary, secondary, batch_size, secondary_batch_size, seed=seed)
+    collate = TwoStreamCollate(sampler.primary_batch_size, collate_fn)
+    return TwoStreamLoader(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, **kwargs))

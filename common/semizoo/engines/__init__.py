@@ -1,0 +1,5 @@
+"""Engines: the semi-supervised trainer (MONAI ``Trainer`` subclass)."""
+
+from .trainer import SemiSupervisedTrainer, to_device
+
+__all__ = ["SemiSupervisedTrainer", "to_device"]

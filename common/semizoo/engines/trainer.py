@@ -1,0 +1,200 @@
+"""``SemiSupervisedTrainer``: MONAI's ``Trainer`` driving a method plugin on ``(labeled, unlabeled)`` batches.
+
+One iteration (architecture.md, "Trainer and method contract"): move both batches to the device, set
+``method.iteration`` and train mode, ``terms = method.train_step(labeled, unlabeled)``, back-propagate
+``terms["loss"]``, ``method.before_optimizer_step()``, step every optimizer, ``method.after_optimizer_step()``.
+``engine.state.output`` is ``[terms]`` with detached tensors, so MONAI's stock handlers log every term with
+``output_transform=lambda x: x[0]``. MONAI's ``IterationEvents`` fire at the usual points, so handlers
+attached to FORWARD/LOSS/BACKWARD/MODEL_COMPLETED behave as with ``SupervisedTrainer``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from monai.engines import Trainer
+from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer, SimpleInferer
+from torch.optim import Optimizer
+
+from ..methods.base import Method
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    from monai.utils import optional_import
+
+    Engine, _ = optional_import("ignite.engine", name="Engine")
+
+__all__ = ["SemiSupervisedTrainer", "to_device"]
+
+
+def to_device(data: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
+    """Move every tensor in nested dicts/lists/tuples to ``device``; other values are returned unchanged."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device, non_blocking=non_blocking)
+    if isinstance(data, Mapping):
+        return {key: to_device(value, device, non_blocking) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(to_device(value, device, non_blocking) for value in data)
+    return data
+
+
+def _optimizer_dict(optimizer: Optimizer | Mapping[str, Optimizer]) -> dict[str, Optimizer]:
+    if isinstance(optimizer, Optimizer):
+        return {"optimizer": optimizer}
+    if isinstance(optimizer, Mapping) and optimizer and all(isinstance(o, Optimizer) for o in optimizer.values()):
+        return dict(optimizer)
+    raise TypeError(f"optimizer must be a torch Optimizer or a non-empty dict of them, got {type(optimizer).__name__}.")
+
+
+class SemiSupervisedTrainer(Trainer):
+    """Semi-supervised trainer: one registered method plugin computes the step, this class runs it.
+
+    Args:
+        device: where batches, network and method live.
+        max_epochs: epochs of ``epoch_length`` iterations; ``None`` with ``max_iterations`` gives enough epochs.
+        train_data_loader: iterable of ``(labeled, unlabeled)`` batches (:func:`semizoo.data.two_stream_loader`);
+            ``unlabeled`` may be ``None``.
+        network: the student (possibly DDP-wrapped); put in train mode every iteration.
+        method: the :class:`semizoo.methods.Method` plugin.
+        optimizer: an optimizer or a dict of named optimizers (all stepped, unless the method optimizes itself).
+        max_iterations: stop after this many iterations in total, even mid-epoch.
+        epoch_length: iterations per epoch; defaults to ``len(train_data_loader)``.
+        non_blocking: non-blocking host-to-device copies.
+        inferer: handed to the method as ``method.inferer`` (``SimpleInferer`` by default).
+        train_handlers: MONAI/ignite handlers to attach.
+        amp: autocast the step and scale the loss (CUDA only; ignored with a manual-optimization method).
+        optim_set_to_none: ``zero_grad(set_to_none=...)``.
+        grad_clip_norm: clip the global gradient norm of the network before stepping (``None``: off).
+        kwargs: passed to ``monai.engines.Trainer`` (``key_train_metric``, ``postprocessing``, ...).
+
+    Raises:
+        ValueError: when neither ``max_epochs`` nor ``max_iterations`` is given, or the loader has no length and
+            no ``epoch_length``.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int | None,
+        train_data_loader: Iterable,
+        network: torch.nn.Module,
+        method: Method,
+        optimizer: Optimizer | Mapping[str, Optimizer],
+        max_iterations: int | None = None,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        inferer: Inferer | None = None,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        optim_set_to_none: bool = False,
+        grad_clip_norm: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(method, Method):
+            raise TypeError(f"method must be a semizoo.methods.Method, got {type(method).__name__}.")
+        if epoch_length is None:
+            try:
+                epoch_length = len(train_data_loader)  # type: ignore[arg-type]
+            except TypeError as error:
+                raise ValueError("train_data_loader has no length: set epoch_length.") from error
+        if max_epochs is None and max_iterations is None:
+            raise ValueError("set max_epochs or max_iterations (or both: training stops at the first reached).")
+        if max_iterations is not None:
+            needed = math.ceil(int(max_iterations) / max(int(epoch_length), 1))
+            max_epochs = needed if max_epochs is None else min(int(max_epochs), needed)
+        super().__init__(
+            device=device,
+            max_epochs=int(max_epochs),  # type: ignore[arg-type]
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            handlers=train_handlers,
+            amp=amp,
+            decollate=False,
+            **kwargs,
+        )
+        self.network = network
+        self.method = method.to(self.state.device)
+        self.method.inferer = SimpleInferer() if inferer is None else inferer
+        self.optimizer = optimizer
+        self.optimizers = _optimizer_dict(optimizer)
+        self.max_iterations = None if max_iterations is None else int(max_iterations)
+        self.optim_set_to_none = optim_set_to_none
+        self.grad_clip_norm = grad_clip_norm
+        if self.max_iterations is not None:
+            self.add_event_handler(IterationEvents.MODEL_COMPLETED, self._stop_at_max_iterations)
+
+    def _stop_at_max_iterations(self, engine: Engine) -> None:
+        if engine.state.iteration >= self.max_iterations:
+            engine.terminate()
+
+    def _iteration(self, engine: SemiSupervisedTrainer, batchdata: Any) -> list[dict[str, torch.Tensor]]:
+        if not isinstance(batchdata, (tuple, list)) or len(batchdata) != 2:
+            raise ValueError(
+                "SemiSupervisedTrainer expects (labeled, unlabeled) batches from semizoo.data.two_stream_loader, "
+                f"got {type(batchdata).__name__}."
+            )
+        device, non_blocking = engine.state.device, engine.non_blocking
+        labeled = to_device(batchdata[0], device, non_blocking)
+        unlabeled = None if batchdata[1] is None else to_device(batchdata[1], device, non_blocking)
+        engine.state.batch = (labeled, unlabeled)
+        method = engine.method
+        method.iteration = engine.state.iteration - 1
+        method.train()
+
+        if method.manual_optimization:
+            terms = method.train_step(labeled, unlabeled, optimizers=engine.optimizers)
+            self._check_terms(terms)
+            engine.state.output = [terms]
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        else:
+            for optimizer in engine.optimizers.values():
+                optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+            with self._autocast(device):
+                terms = method.train_step(labeled, unlabeled)
+            self._check_terms(terms)
+            engine.state.output = [terms]
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+            self._backward_and_step(engine, terms["loss"])
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        engine.state.output = [{name: value.detach() for name, value in terms.items()}]
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+    def _autocast(self, device: torch.device):
+        enabled = bool(self.amp) and device.type == "cuda"
+        return torch.autocast(device_type=device.type, enabled=enabled, **self.amp_kwargs)
+
+    def _backward_and_step(self, engine: SemiSupervisedTrainer, loss: torch.Tensor) -> None:
+        scaler = engine.scaler if (engine.amp and engine.state.device.type == "cuda") else None
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            for optimizer in engine.optimizers.values():
+                scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        engine.method.before_optimizer_step()
+        if engine.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(engine.network.parameters(), engine.grad_clip_norm)
+        for optimizer in engine.optimizers.values():
+            if scaler is not None:
+                scaler.step(optimizer)
+            else:
+                optimizer.step()
+        if scaler is not None:
+            scaler.update()
+        engine.method.after_optimizer_step()
+
+    @staticmethod
+    def _check_terms(terms: Any) -> None:
+        if not isinstance(terms, Mapping) or "loss" not in terms:
+            raise ValueError(f"train_step must return a dict with a 'loss' entry, got {terms!r}.")
+        for name, value in terms.items():
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                raise ValueError(f"loss term {name!r} must be a one-element tensor, got {value!r}.")

@@ -1,0 +1,115 @@
+"""Pieces of a resumable training checkpoint (architecture.md, principle 8).
+
+MONAI's ``CheckpointSaver`` writes (atomically, through ignite's ``DiskSaver``) every object of its
+``save_dict`` that has ``state_dict``; ``CheckpointLoader`` restores them with ``weights_only=True``. The
+training checkpoint of a bundle therefore holds the network, the method (teachers, heads, memories), the
+optimizer(s), the LR scheduler, the trainer (iteration, epoch), the data loader's sampler position and an
+:class:`RNGState`; all of these are tensors or primitive containers.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import random
+import re
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import torch
+from monai.handlers import CheckpointLoader
+from monai.utils import optional_import
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", name="Engine")
+
+__all__ = ["RNGState", "latest_checkpoint", "ResumeHandler"]
+
+logger = logging.getLogger(__name__)
+
+
+class RNGState:
+    """``state_dict``/``load_state_dict`` of the global torch (CPU and CUDA), numpy and ``random`` generators."""
+
+    def state_dict(self) -> dict[str, Any]:
+        version, mt_state, gauss = random.getstate()
+        np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "python_version": int(version),
+            "python_state": torch.tensor(mt_state, dtype=torch.int64),
+            "python_gauss": [] if gauss is None else [float(gauss)],
+            "numpy_name": str(np_name),
+            "numpy_keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "numpy_pos": int(np_pos),
+            "numpy_has_gauss": int(np_has_gauss),
+            "numpy_gauss": float(np_gauss),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        torch.set_rng_state(state["torch"].to(torch.uint8))
+        gauss = state["python_gauss"]
+        mt_state = tuple(int(v) for v in state["python_state"].tolist())
+        random.setstate((int(state["python_version"]), mt_state, float(gauss[0]) if gauss else None))
+        np.random.set_state(
+            (
+                state["numpy_name"],
+                state["numpy_keys"].numpy().astype(np.uint32),
+                int(state["numpy_pos"]),
+                int(state["numpy_has_gauss"]),
+                float(state["numpy_gauss"]),
+            )
+        )
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(directory: str | os.PathLike, pattern: str = "*.pt") -> str | None:
+    """The checkpoint in ``directory`` with the highest trailing iteration number (``checkpoint_1200.pt``).
+
+    Files without a number rank by modification time below numbered ones; ``None`` when there is none.
+    """
+    paths = glob.glob(os.path.join(os.fspath(directory), pattern))
+    if not paths:
+        return None
+
+    def rank(path: str) -> tuple[int, float]:
+        match = re.search(r"(\d+)\.pt$", os.path.basename(path))
+        return (int(match[1]) if match else -1, os.path.getmtime(path))
+
+    return max(paths, key=rank)
+
+
+class ResumeHandler:
+    """Restore ``load_dict`` from the latest checkpoint of ``directory`` when ``enabled`` (config ID ``resume``).
+
+    With no checkpoint there yet the run starts fresh and says so; with ``enabled=False`` nothing happens.
+
+    Args:
+        directory: where the training ``CheckpointSaver`` writes (``@output_dir + '/checkpoints'``).
+        load_dict: the same objects as the saver's ``save_dict``.
+        enabled: usually ``@resume``.
+        map_location: forwarded to ``CheckpointLoader``.
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike, load_dict: Mapping[str, Any], enabled: bool = True, map_location=None
+    ) -> None:
+        self.directory, self.load_dict, self.enabled, self.map_location = directory, dict(load_dict), enabled, map_location
+        self.path: str | None = None
+
+    def attach(self, engine: Engine) -> None:
+        if not self.enabled:
+            return
+        self.path = latest_checkpoint(self.directory)
+        if self.path is None:
+            logger.warning("resume requested but %s holds no checkpoint: starting from scratch.", self.directory)
+            return
+        logger.info("resuming from %s", self.path)
+        CheckpointLoader(load_path=self.path, load_dict=self.load_dict, map_location=self.map_location).attach(engine)

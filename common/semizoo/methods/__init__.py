@@ -1,0 +1,7 @@
+"""Semi-supervised methods as plugins of :class:`semizoo.engines.SemiSupervisedTrainer` (architecture.md)."""
+
+from .base import Method, create, register, registered, unwrap
+from .mean_teacher import MeanTeacher
+from .supervised import Supervised
+
+__all__ = ["Method", "create", "register", "registered", "unwrap", "MeanTeacher", "Supervised"]

@@ -1,0 +1,114 @@
+"""The method plugin contract and its registry (architecture.md, "Trainer and method contract").
+
+A method is an ``nn.Module`` that computes one training step: ``train_step(labeled, unlabeled)``
+returns a dict of named loss terms whose ``"loss"`` entry the trainer back-propagates. Teachers,
+heads and memories are submodules or buffers of the method, so ``method.state_dict()`` checkpoints
+them; the student network is held by reference only and is saved once, as ``network_def``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Mapping, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Method", "register", "create", "registered", "unwrap"]
+
+_REGISTRY: dict[str, type] = {}
+M = TypeVar("M", bound=type)
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The module inside DDP/DataParallel wrappers (``network.module``), else ``network``."""
+    while isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        network = network.module
+    return network
+
+
+def register(name: str) -> Callable[[M], M]:
+    """Class decorator registering a :class:`Method` under ``name``; a second class with the same name raises."""
+
+    def decorator(cls: M) -> M:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method name {name!r} is already registered by {_REGISTRY[name].__qualname__}.")
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"only Method subclasses can be registered, got {cls!r}.")
+        _REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return decorator
+
+
+def registered() -> list[str]:
+    """Names of the registered methods, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create(name: str, **kwargs: Any) -> "Method":
+    """Instantiate the method registered as ``name`` with ``kwargs``.
+
+    Raises:
+        KeyError: for an unknown name, listing the registered ones.
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown method {name!r}; registered methods: {', '.join(registered())}.")
+    return _REGISTRY[name](**kwargs)
+
+
+class Method(nn.Module):
+    """Base class of semi-supervised method plugins.
+
+    Subclasses implement :meth:`train_step`. The trainer sets ``iteration`` (0-based) before each step, calls
+    ``train()``, then back-propagates ``"loss"`` and steps the optimizer(s), calling
+    :meth:`before_optimizer_step` and :meth:`after_optimizer_step` around the step. A method that sets
+    ``manual_optimization = True`` receives the optimizers as ``train_step(..., optimizers=...)`` and does
+    backward and step itself.
+
+    Args:
+        network: the student network (possibly DDP-wrapped); held by reference, not saved in ``state_dict``.
+        image_key, label_key: keys of the image and the label in the batch dicts.
+    """
+
+    name: str = ""
+    manual_optimization: bool = False
+
+    def __init__(self, network: nn.Module, image_key: str = "image", label_key: str = "label") -> None:
+        super().__init__()
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
+        # a plain attribute keeps the student out of this module's parameters and state_dict
+        self.__dict__["network"] = network
+        self.image_key, self.label_key = image_key, label_key
+        self.iteration = 0
+
+    def train_step(self, labeled: Mapping[str, Tensor], unlabeled: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+        """Loss terms of one step; ``"loss"`` is back-propagated, the others are logged."""
+        raise NotImplementedError(f"{type(self).__name__} must implement train_step.")
+
+    def before_optimizer_step(self) -> None:
+        """Called after backward, before the optimizer step (e.g. gradient clipping)."""
+
+    def after_optimizer_step(self) -> None:
+        """Called after the optimizer step (e.g. EMA teacher update, queue push)."""
+
+    def train(self, mode: bool = True) -> "Method":
+        super().train(mode)
+        self.network.train(mode)
+        return self
+
+    def copy_network(self) -> nn.Module:
+        """A frozen copy of the unwrapped student (no gradients), e.g. to start an EMA teacher."""
+        teacher = copy.deepcopy(unwrap(self.network))
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+        return teacher
+
+    def batch_item(self, batch: Mapping[str, Any], key: str, stream: str) -> Tensor:
+        """``batch[key]`` as a tensor, with an error naming the stream and the keys present when missing."""
+        if key not in batch:
+            raise KeyError(f"the {stream} batch has no {key!r}; its keys are {sorted(batch)}.")
+        value = batch[key]
+        return value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value)

@@ -1,0 +1,16 @@
+"""Segmentation metrics with medpy's conventions, bootstrap CIs and MONAI metric handlers (evaluation.md)."""
+
+from .bootstrap import bootstrap_ci, bootstrap_ci_diff
+from .handlers import SegmentationMetric, SegmentationMetricHandler
+from .segmentation import METRIC_NAMES, binary_metrics, multiclass_metrics, surface_distances
+
+__all__ = [
+    "METRIC_NAMES",
+    "binary_metrics",
+    "multiclass_metrics",
+    "surface_distances",
+    "bootstrap_ci",
+    "bootstrap_ci_diff",
+    "SegmentationMetric",
+    "SegmentationMetricHandler",
+]

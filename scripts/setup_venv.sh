@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create or reuse .venv and install semizoo with its test extras from this repository's files.
+# Reinstalls only when pyproject.toml or this script changed (stamp in .venv/.semizoo-stamp).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON="${PYTHON:-python3}"
+# torch and torchvision come first and pinned, so no other package pulls a different build
+TORCH_SPEC="${SEMIZOO_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp="$(cat pyproject.toml scripts/setup_venv.sh | sha256sum | cut -d' ' -f1) ${TORCH_SPEC}"
+if [ -f .venv/.semizoo-stamp ] && [ "$(cat .venv/.semizoo-stamp)" = "$stamp" ] && .venv/bin/python -c "import semizoo" 2>/dev/null; then
+    echo "[setup] reusing .venv"
+    exit 0
+fi
+echo "[setup] installing into .venv"
+.venv/bin/python -m pip install --quiet --upgrade pip
+# shellcheck disable=SC2086
+.venv/bin/python -m pip install --quiet $TORCH_SPEC
+# shellcheck disable=SC2086
+.venv/bin/python -m pip install --quiet -e ".[test]" $TORCH_SPEC
+echo "$stamp" > .venv/.semizoo-stamp
