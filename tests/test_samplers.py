@@ -1,10 +1,8 @@
 import itertools
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
-
 from semizoo.data import (
     DistributedTwoStreamBatchSampler,
     IndependentTwoStreamBatchSampler,
@@ -150,7 +148,9 @@ class _Records(torch.utils.data.Dataset):
 
 
 def test_two_stream_loader_splits_streams_with_different_keys():
-    loader = two_stream_loader(_Records(6, 0, True), _Records(9, 100, False), batch_size=4, secondary_batch_size=2, seed=0)
+    loader = two_stream_loader(
+        _Records(6, 0, True), _Records(9, 100, False), batch_size=4, secondary_batch_size=2, seed=0
+    )
     assert len(loader) == 3
     for labeled, unlabeled in loader:
         assert labeled["image"].shape == (2, 1, 4, 4) and "label" in labeled
@@ -168,7 +168,10 @@ def test_two_stream_loader_without_unlabeled_yields_none(caplog):
 
 def test_two_stream_loader_state_counts_delivered_batches_with_workers():
     kwargs = dict(batch_size=3, secondary_batch_size=1, seed=7)
-    reference = [b[0]["image"][:, 0, 0, 0].tolist() for b in two_stream_loader(_Records(8, 0, True), _Records(8, 50, False), **kwargs)]
+    reference = [
+        b[0]["image"][:, 0, 0, 0].tolist()
+        for b in two_stream_loader(_Records(8, 0, True), _Records(8, 50, False), **kwargs)
+    ]
     loader = two_stream_loader(_Records(8, 0, True), _Records(8, 50, False), num_workers=2, **kwargs)
     iterator = iter(loader)
     first = [next(iterator)[0]["image"][:, 0, 0, 0].tolist() for _ in range(2)]

@@ -1,7 +1,6 @@
 import math
 
 import pytest
-
 from semizoo.schedules import linear_rampup, sigmoid_rampup, stepped_sigmoid_rampup, wssdl_alpha
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterator, Sequence
 
+import torch
 from monai.data import list_data_collate
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
@@ -157,4 +158,7 @@ def two_stream_loader(
         else:
             sampler = TwoStreamBatchSampler(primary, secondary, batch_size, secondary_batch_size, seed=seed)
     collate = TwoStreamCollate(sampler.primary_batch_size, collate_fn)
+    # a private generator: creating an iterator must not draw from torch's global RNG (exact resume)
+    base_seed = sampler.global_sampler.seed if hasattr(sampler, "global_sampler") else sampler.seed
+    kwargs.setdefault("generator", torch.Generator().manual_seed(base_seed))
     return TwoStreamLoader(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, **kwargs))

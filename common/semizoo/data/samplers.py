@@ -57,8 +57,8 @@ def _take(stream: Iterator[int], count: int) -> list[int]:
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     if num_replicas is None or rank is None:
         initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
-        num_replicas = num_replicas if num_replicas is not None else (
-            torch.distributed.get_world_size() if initialized else 1
+        num_replicas = (
+            num_replicas if num_replicas is not None else (torch.distributed.get_world_size() if initialized else 1)
         )
         rank = rank if rank is not None else (torch.distributed.get_rank() if initialized else 0)
     if num_replicas < 1 or not 0 <= rank < num_replicas:

@@ -11,7 +11,7 @@ attached to FORWARD/LOSS/BACKWARD/MODEL_COMPLETED behave as with ``SupervisedTra
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import torch
 from monai.engines import Trainer

@@ -71,7 +71,9 @@ class RNGState:
 
 
 def latest_checkpoint(directory: str | os.PathLike, pattern: str = "*.pt") -> str | None:
-    """The checkpoint in ``directory`` with the highest trailing iteration number (``checkpoint_1200.pt``).
+    """The checkpoint in ``directory`` with the highest trailing iteration number.
+
+    MONAI's ``CheckpointSaver`` names them ``checkpoint_iteration=1200.pt`` (``checkpoint_epoch=3.pt`` per epoch).
 
     Files without a number rank by modification time below numbered ones; ``None`` when there is none.
     """
@@ -101,7 +103,12 @@ class ResumeHandler:
     def __init__(
         self, directory: str | os.PathLike, load_dict: Mapping[str, Any], enabled: bool = True, map_location=None
     ) -> None:
-        self.directory, self.load_dict, self.enabled, self.map_location = directory, dict(load_dict), enabled, map_location
+        self.directory, self.load_dict, self.enabled, self.map_location = (
+            directory,
+            dict(load_dict),
+            enabled,
+            map_location,
+        )
         self.path: str | None = None
 
     def attach(self, engine: Engine) -> None:

@@ -40,7 +40,7 @@ class NaNGuard:
 
     def __call__(self, engine: Engine) -> None:
         terms = self.output_transform(engine.state.output)
-        values = {name: float(value) for name, value in terms.items()}
+        values = {name: float(value.detach()) for name, value in terms.items()}
         bad = sorted(name for name, value in values.items() if not math.isfinite(value))
         if bad:
             listed = ", ".join(f"{name}={value:.6g}" for name, value in values.items())

@@ -14,7 +14,9 @@ __all__ = ["softmax_mse", "SoftmaxMSELoss"]
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def softmax_mse(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
+def softmax_mse(
+    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None, reduction: str = "mean"
+) -> Tensor:
     """``(softmax(s) - softmax(t))²`` over classes and voxels; only the student receives gradients.
 
     Args:
@@ -31,7 +33,8 @@ def softmax_mse(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | N
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
-            f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}."
+            "student and teacher logits differ in shape: "
+            f"{tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}."
         )
     distance = (torch.softmax(student_logits, dim=1) - torch.softmax(teacher_logits.detach(), dim=1)) ** 2
     if mask is None:
@@ -42,7 +45,7 @@ def softmax_mse(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | N
         raise ValueError(f"mask must be (B, 1, *spatial) for logits {tuple(distance.shape)}, got {tuple(mask.shape)}.")
     weighted = distance * mask
     if reduction == "mean":
-        return weighted.sum() / (distance.shape[1] * mask.expand_as(distance[:, :1]).sum()).clamp_min(1e-16)
+        return weighted.sum() / (distance.shape[1] * mask.sum()).clamp_min(1e-16)
     return weighted.sum() if reduction == "sum" else weighted
 
 

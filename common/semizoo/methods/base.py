@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Method", "register", "create", "registered", "unwrap"]
+__all__ = ["Method", "register", "create", "registered", "unwrap", "zero_like"]
 
 _REGISTRY: dict[str, type] = {}
 M = TypeVar("M", bound=type)
@@ -25,6 +25,11 @@ def unwrap(network: nn.Module) -> nn.Module:
     while isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         network = network.module
     return network
+
+
+def zero_like(reference: Tensor) -> Tensor:
+    """A 0-d zero on ``reference``'s device and dtype (for loss terms a step does not compute)."""
+    return torch.zeros((), device=reference.device, dtype=reference.dtype)
 
 
 def register(name: str) -> Callable[[M], M]:

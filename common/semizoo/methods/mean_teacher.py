@@ -24,8 +24,7 @@ from ..handlers.ema import ema_decay, ema_update_
 from ..losses.consistency import softmax_mse
 from ..losses.segmentation import dice_ce_loss
 from ..schedules import stepped_sigmoid_rampup
-from .base import Method, register
-from .supervised import zero_like
+from .base import Method, register, zero_like
 
 __all__ = ["MeanTeacher"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
-import torch
 from torch import Tensor, nn
 
 from ..losses.segmentation import dice_ce_loss
@@ -37,12 +36,7 @@ class Supervised(Method):
         images = self.batch_item(labeled, self.image_key, "labeled")
         labels = self.batch_item(labeled, self.label_key, "labeled")
         loss = self.sup_loss(self.network(images), labels)
-        return {"loss": loss, "loss_sup": loss.detach().clone()}
+        return {"loss": loss, "loss_sup": loss}
 
     def extra_repr(self) -> str:
         return f"sup_loss={type(self.sup_loss).__name__}"
-
-
-def zero_like(reference: Tensor) -> Tensor:
-    """A 0-d zero on ``reference``'s device and dtype (for terms a step does not compute)."""
-    return torch.zeros((), device=reference.device, dtype=reference.dtype)

@@ -41,9 +41,7 @@ def bootstrap_ci(values, n_resamples: int = 1000, level: float = 0.95, seed: int
     return (float(array.mean()), *_interval(means, level))
 
 
-def bootstrap_ci_diff(
-    a, b, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
+def bootstrap_ci_diff(a, b, n_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """Paired bootstrap of ``mean(a) - mean(b)`` over the same cases: ``(difference, low, high)``."""
     first, second = _as_vector(a, "a"), _as_vector(b, "b")
     if first.shape != second.shape:

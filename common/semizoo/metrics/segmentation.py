@@ -4,7 +4,7 @@ medpy (``medpy.metric.binary``) is what the SS-Net, ACTION and UA-MT test script
 conventions are kept exactly: surfaces are the voxels removed by one binary erosion with the
 face-connected structuring element, distances come from the Euclidean distance transform scaled
 by ``spacing``, HD95 is the 95th percentile of the *pooled* distances of both directions, ASD is
-one-directional (``pred`` to ``ref``) and ASSD is the mean of both ASDs.
+one-directional (``pred`` to ``ref``) and ASSD is the mean of the pooled distances of both directions (medpy 0.5).
 
 MONAI's ``compute_hausdorff_distance(percentile=95)`` takes the percentile of each direction and
 then the maximum, which gives different numbers; it is a documented alternative, not used here.
@@ -98,7 +98,7 @@ def binary_metrics(pred, ref, spacing: Sequence[float] | None = None, empty: str
         "jaccard": intersection / union,
         "hd95": float(np.percentile(np.hstack((pred_to_ref, ref_to_pred)), 95)),
         "asd": asd,
-        "assd": 0.5 * (asd + float(ref_to_pred.mean())),
+        "assd": float(np.hstack((pred_to_ref, ref_to_pred)).mean()),
     }
 
 
