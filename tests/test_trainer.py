@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 from ignite.engine import Events
-from monai.handlers import CheckpointSaver, StatsHandler
+from monai.handlers import CheckpointSaver, LrScheduleHandler, StatsHandler
 from monai.utils import set_determinism
 from semizoo.data import two_stream_loader
 from semizoo.engines import SemiSupervisedTrainer
-from semizoo.handlers import NaNGuard, NonFiniteLossError, ResumeHandler, RNGState
+from semizoo.handlers import NaNGuard, NonFiniteLossError, ResumeHandler, RNGState, poly_scheduler
 from semizoo.methods import MeanTeacher, Method, Supervised
 from toy import SquaresDataset, tiny_net
 
@@ -172,14 +172,19 @@ def test_several_optimizers_are_all_stepped_and_manual_methods_get_them():
 
 def _run_with_checkpoints(tmp_path, max_iterations, resume):
     net, method, loader, optimizer = _setup(seed=3)
+    scheduler = poly_scheduler(optimizer, max_iterations=8)
     save_dict = {
         "network": net,
         "method": method,
         "optimizer": optimizer,
+        "lr_scheduler": scheduler,
         "loader": loader,
         "rng": RNGState(),
     }
-    trainer = SemiSupervisedTrainer("cpu", None, loader, net, method, optimizer, max_iterations=max_iterations)
+    lr_handler = LrScheduleHandler(scheduler, epoch_level=False, print_lr=False)
+    trainer = SemiSupervisedTrainer(
+        "cpu", None, loader, net, method, optimizer, max_iterations=max_iterations, train_handlers=[lr_handler]
+    )
     save_dict["trainer"] = trainer
     ResumeHandler(tmp_path, save_dict, enabled=resume).attach(trainer)
     CheckpointSaver(str(tmp_path), save_dict, save_interval=2, epoch_level=False, n_saved=None).attach(trainer)
@@ -199,6 +204,17 @@ def test_resume_is_bit_exact(tmp_path):
         assert torch.equal(value, other), key
     for value, other in zip(continuous_method.state_dict().values(), resumed_method.state_dict().values()):
         assert torch.equal(value, other)
+
+
+def test_model_pt_is_a_plain_state_dict_of_the_network(tmp_path):
+    net, method, loader, optimizer = _setup()
+    saver = CheckpointSaver(str(tmp_path), {"model": net}, save_final=True, final_filename="model.pt")
+    SemiSupervisedTrainer("cpu", None, loader, net, method, optimizer, max_iterations=2, train_handlers=[saver]).run()
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert list(state) == list(net.state_dict())
+    fresh = tiny_net()
+    fresh.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), net.state_dict().values()))
 
 
 def test_trainer_rejects_bad_inputs():
