@@ -1,5 +1,8 @@
-"""Data: two-stream samplers and loaders (readers, datalists and phantoms arrive with the data issue)."""
+"""Data: readers, datalists, ``prepare`` and phantoms, and the two-stream samplers and loaders."""
 
+from .datalist import find_prepared_root, load_split
+from .errors import DataError
+from .hdf5 import HDF5Reader
 from .loaders import TwoStreamCollate, TwoStreamLoader, two_stream_loader
 from .samplers import (
     DistributedTwoStreamBatchSampler,
@@ -9,6 +12,10 @@ from .samplers import (
 )
 
 __all__ = [
+    "DataError",
+    "HDF5Reader",
+    "load_split",
+    "find_prepared_root",
     "TwoStreamBatchSampler",
     "DistributedTwoStreamBatchSampler",
     "IndependentTwoStreamBatchSampler",

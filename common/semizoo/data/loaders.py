@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from monai.data import list_data_collate
+from monai.data.utils import worker_init_fn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from .samplers import (
@@ -161,4 +162,6 @@ def two_stream_loader(
     # a private generator: creating an iterator must not draw from torch's global RNG (exact resume)
     base_seed = sampler.global_sampler.seed if hasattr(sampler, "global_sampler") else sampler.seed
     kwargs.setdefault("generator", torch.Generator().manual_seed(base_seed))
+    # give each worker its own random-transform state (MONAI's DataLoader does the same)
+    kwargs.setdefault("worker_init_fn", worker_init_fn)
     return TwoStreamLoader(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, **kwargs))

@@ -1,5 +1,16 @@
-"""Engines: the semi-supervised trainer (MONAI ``Trainer`` subclass)."""
+"""Engines: the semi-supervised trainer, the papers' inferers and the evaluation report handler."""
 
+from .inferers import SliceWiseInferer, StridedSlidingWindowInferer, slice_wise_inferer, strided_sliding_window_inferer
+from .report import SegmentationReport, summarise
 from .trainer import SemiSupervisedTrainer, to_device
 
-__all__ = ["SemiSupervisedTrainer", "to_device"]
+__all__ = [
+    "SemiSupervisedTrainer",
+    "to_device",
+    "StridedSlidingWindowInferer",
+    "strided_sliding_window_inferer",
+    "SliceWiseInferer",
+    "slice_wise_inferer",
+    "SegmentationReport",
+    "summarise",
+]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", name="Engine")
 
-__all__ = ["RNGState", "latest_checkpoint", "ResumeHandler"]
+__all__ = ["RNGState", "latest_checkpoint", "ResumeHandler", "TrainingCheckpointer"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +120,43 @@ class ResumeHandler:
             return
         logger.info("resuming from %s", self.path)
         CheckpointLoader(load_path=self.path, load_dict=self.load_dict, map_location=self.map_location).attach(engine)
+
+
+class TrainingCheckpointer:
+    """Resumable training checkpoints of a trainer: MONAI ``CheckpointSaver`` plus, with ``resume``, a load at start.
+
+    The trainer itself is added to ``save_dict`` (as ``trainer_key``) when the handler is attached, so configs need
+    no circular reference from the trainer's handlers to the trainer.
+
+    Args:
+        save_dir: where checkpoints go (``@output_dir + '/checkpoints'``; never ``models/``).
+        save_dict: objects with ``state_dict`` (network, method, optimizer, scheduler, loader, :class:`RNGState`).
+        save_interval: iterations between checkpoints.
+        n_saved: checkpoints kept.
+        resume: restore the latest checkpoint of ``save_dir`` before training (config ID ``resume``).
+        map_location: forwarded to ``CheckpointLoader``.
+        trainer_key: name of the trainer in the checkpoint.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_dict: Mapping[str, Any],
+        save_interval: int = 1000,
+        n_saved: int | None = 2,
+        resume: bool = False,
+        map_location=None,
+        trainer_key: str = "trainer",
+    ) -> None:
+        self.save_dir, self.save_dict = os.fspath(save_dir), dict(save_dict)
+        self.save_interval, self.n_saved, self.resume = int(save_interval), n_saved, bool(resume)
+        self.map_location, self.trainer_key = map_location, trainer_key
+
+    def attach(self, engine: Engine) -> None:
+        from monai.handlers import CheckpointSaver
+
+        objects = {**self.save_dict, self.trainer_key: engine}
+        ResumeHandler(self.save_dir, objects, enabled=self.resume, map_location=self.map_location).attach(engine)
+        CheckpointSaver(
+            self.save_dir, objects, save_interval=self.save_interval, epoch_level=False, n_saved=self.n_saved
+        ).attach(engine)

@@ -1,0 +1,76 @@
+"""``python -m semizoo <command>``: phantoms, prepare, validate and the quick start (fire CLI)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Sequence
+
+from .data.errors import DataError
+from .data.prepare import PrepareError
+
+__all__ = ["Commands", "main"]
+
+
+class Commands:
+    """semizoo command line: `python -m semizoo COMMAND --help` for the arguments of each command."""
+
+    def phantoms(
+        self, dataset: str, out: str, cases: int | None = None, seed: int = 0, preset: str = "test", size: int | None = None
+    ) -> str:
+        """Write deterministic phantom data of DATASET (acdc | la) in its raw public layout to OUT."""
+        from .data.phantoms import generate
+
+        kwargs: dict[str, Any] = {"size": size} if size is not None else {}
+        manifest = generate(dataset, out, cases=cases, seed=seed, preset=preset, **kwargs)
+        return f"wrote {dataset} phantoms to {out} ({json.dumps(manifest.get('arguments', manifest))})"
+
+    def prepare(
+        self,
+        dataset: str,
+        src: str,
+        out: str,
+        layout: str = "auto",
+        split: str = "auto",
+        split_seed: int = 0,
+        setting: str | None = None,
+        la_crop: str = "label",
+        overwrite: bool = False,
+    ) -> str:
+        """Convert SRC (a public layout of DATASET: acdc | la) into OUT with datalists per setting."""
+        from .data.prepare import prepare
+
+        report = prepare(dataset, src, out, layout, split, split_seed, setting, la_crop, overwrite)
+        return json.dumps(report["counts"], indent=4)
+
+    def validate(self, datalist: str) -> str:
+        """Check that every file of DATALIST exists and reads, and that the lists are patient-disjoint."""
+        from .data.validate import validate_datalist
+
+        return validate_datalist(datalist)
+
+    def quickstart(
+        self,
+        out: str = "runs/quickstart",
+        seeds: Sequence[int] | int = (0,),
+        iterations: int = 2000,
+        cases: int = 40,
+        size: int = 64,
+        setting: str = "lab3",
+    ) -> None:
+        """Phantom ACDC: labeled-only vs Mean Teacher, trained and evaluated through the bundle; prints a table."""
+        from .quickstart import run_quickstart
+
+        seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
+        run_quickstart(out, seeds=seeds, iterations=iterations, cases=cases, size=size, setting=setting)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import fire
+
+    try:
+        fire.Fire(Commands, command=list(argv) if argv is not None else None, name="semizoo")
+    except (DataError, PrepareError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,117 @@
+"""Deterministic phantoms in the raw public layout of each dataset (datasets.md §4).
+
+``generate("acdc", out)`` writes ``out/database/training/patientNNN/…``; ``generate("la", out)`` writes
+``out/<ID>/lgemri.nrrd`` and ``laendo.nrrd``. Case ``k`` draws from
+``Generator(PCG64(SeedSequence([seed, DATASET_CODES[dataset], k])))``, so it does not depend on the number of cases,
+and files are byte-identical across runs. ``out/semizoo_phantom.json`` records the arguments and the generator
+version; a non-empty ``out`` without it is refused so that user data is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from . import acdc, la
+from .common import DATASET_CODES
+
+__all__ = ["generate", "DATASETS", "PRESETS", "MANIFEST", "GENERATOR_VERSION", "DATASET_CODES"]
+
+#: Bumped whenever the output of a given (dataset, preset, seed, cases) changes.
+GENERATOR_VERSION = "1.0"
+MANIFEST = "semizoo_phantom.json"
+DATASETS = {"acdc": acdc, "la": la}
+PRESETS = ("test", "bench")
+
+
+def _prepare_out(out: Path) -> None:
+    """Create ``out``, or clear what an earlier phantom run wrote there; refuse a foreign non-empty directory."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a directory")
+    if not out.exists():
+        out.mkdir(parents=True)
+        return
+    manifest = out / MANIFEST
+    if not manifest.is_file():
+        if any(out.iterdir()):
+            raise ValueError(f"{out}: directory is not empty and has no {MANIFEST}; refusing to write phantoms into it")
+        return
+    try:
+        previous = json.loads(manifest.read_text())
+        entries = [str(e) for e in previous.get("entries", [])]
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"{out / MANIFEST}: unreadable phantom manifest ({err})") from err
+    for entry in entries:
+        path = out / entry
+        if Path(entry).is_absolute() or ".." in Path(entry).parts or path.parent != out:
+            raise ValueError(f"{manifest}: refusing to remove entry {entry!r} outside {out}")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    manifest.unlink()
+
+
+def generate(
+    dataset: str,
+    out: str | os.PathLike,
+    cases: int | None = None,
+    seed: int = 0,
+    preset: str = "test",
+    size: int | None = None,
+) -> dict:
+    """Write ``cases`` phantom cases of ``dataset`` in its raw public layout under ``out``.
+
+    Args:
+        dataset: ``"acdc"`` or ``"la"``.
+        out: output directory; created if missing. A directory holding a previous phantom run (it has
+            ``semizoo_phantom.json``) is cleared of that run's entries and regenerated.
+        cases: number of cases (patients); default the preset's (acdc: test 10, bench 100; la: test 12, bench 100).
+        seed: non-negative base seed.
+        preset: ``"test"`` (small, fast: < 2 s, < 5 MB) or ``"bench"`` (sizes for the difficulty report).
+        size: ACDC only: in-plane matrix (keeps the preset field of view, so the spacing changes).
+
+    Returns:
+        The manifest dict also written to ``out/semizoo_phantom.json``: arguments, generator version, case ids,
+        shape, spacing and the top-level entries written.
+
+    Raises:
+        ValueError: unknown dataset or preset, bad ``cases``/``seed``/``size``, or a non-empty foreign ``out``.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown phantom dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown phantom preset {preset!r}; choose one of {list(PRESETS)}")
+    module = DATASETS[dataset]
+    n_cases = module.PRESETS[preset]["cases"] if cases is None else cases
+    if isinstance(n_cases, bool) or not isinstance(n_cases, int) or n_cases < 1:
+        raise ValueError(f"cases must be a positive integer, got {cases!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if size is not None and dataset != "acdc":
+        raise ValueError(f"size is only supported for acdc, not {dataset!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        raise ValueError(f"size must be an integer, got {size!r}")
+    if dataset == "acdc" and n_cases > 999:
+        raise ValueError(f"acdc phantoms name patients patient001..patient999, got cases={n_cases}")
+    out = Path(out)
+    if dataset == "acdc":
+        acdc.layout(preset, size)  # validate before touching the disk
+    _prepare_out(out)
+    kwargs = {"size": size} if dataset == "acdc" else {}
+    written = module.generate(out, n_cases, seed, preset, **kwargs)
+    manifest = {
+        "generator": "semizoo.data.phantoms",
+        "version": GENERATOR_VERSION,
+        "dataset": dataset,
+        "layout": "raw",
+        "preset": preset,
+        "cases": n_cases,
+        "seed": seed,
+        "size": size,
+        **written,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest

@@ -1,0 +1,175 @@
+"""Bundle harness: every folder under bundles/ is checked and smoke-run on phantom data (bundle-checklist.md).
+
+Per bundle, on a scratch copy: train (a few iterations, semi-supervised), evaluate (metrics and figures, model.pt
+unchanged) and inference through ``python -m monai.bundle run`` in subprocesses started from another directory;
+``ConfigWorkflow.check_properties()`` for train, train+evaluate, inference and every variant config; metadata against
+the vendored schema; ``verify_net_in_out``; ``ckpt_export`` followed by ``torch.jit.load``; JSON and logging style.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from bundle_data import dataset_of, prepared_phantoms
+from monai.bundle import ConfigWorkflow, verify_metadata
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
+SCHEMA = Path(__file__).parent / "schemas" / "meta_schema_20240725.json"
+MAIN_CONFIGS = {"train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "smoke.json", "metadata.json"}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("phantoms")
+
+
+@pytest.fixture(scope="module", params=BUNDLES)
+def bundle(request, tmp_path_factory, phantom_root):
+    """(scratch bundle copy, prepared data dir, smoke-trained flag) for one bundle."""
+    name = request.param
+    scratch = tmp_path_factory.mktemp(name) / name
+    shutil.copytree(REPO / "bundles" / name, scratch)
+    return name, scratch, prepared_phantoms(phantom_root, dataset_of(name))
+
+
+def _configs(bundle_dir: Path, *names: str) -> str:
+    return json.dumps([str(bundle_dir / "configs" / n) for n in names])
+
+
+def _run(bundle_dir: Path, run_id: str, configs: str, data: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", configs]
+    command += ["--bundle_root", str(bundle_dir), "--meta_file", str(bundle_dir / "configs" / "metadata.json")]
+    command += ["--logging_file", str(bundle_dir / "configs" / "logging.conf"), "--dataset_dir", str(data), *extra]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _smoke_overrides(bundle_dir: Path, config: str) -> list[str]:
+    """The smoke values of the top-level IDs that ``config`` defines (e.g. patch_size for inference.json)."""
+    smoke = json.loads((bundle_dir / "configs" / "smoke.json").read_text())
+    ids = json.loads((bundle_dir / "configs" / config).read_text())
+    args = []
+    for key, value in smoke.items():
+        if "#" not in key and key in ids:
+            args += [f"--{key}", json.dumps(value)]
+    return args
+
+
+def test_train_evaluate_infer_export(bundle, tmp_path):
+    name, bundle_dir, data = bundle
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = _run(bundle_dir, "training", _configs(bundle_dir, "train.json", "smoke.json"), data, elsewhere)
+    assert "loss_cons" in result.stdout or "loss_sup" in result.stdout  # the StatsHandler logged the terms
+    models = bundle_dir / "models"
+    assert (models / "model.pt").is_file() and (models / "model_final.pt").is_file()
+    assert list((bundle_dir / "eval" / "checkpoints").glob("checkpoint_iteration=*.pt"))
+    assert not list(elsewhere.iterdir())  # nothing written where the command ran
+    state = torch.load(models / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+
+    before = _sha(models / "model.pt")
+    _run(bundle_dir, "evaluating", _configs(bundle_dir, "train.json", "smoke.json", "evaluate.json"), data, elsewhere)
+    assert _sha(models / "model.pt") == before
+    report_dir = bundle_dir / "eval" / "model"
+    report = json.loads((report_dir / "metrics.json").read_text())
+    assert report["summary"]["voxel"]["dice"]["n"] + report["summary"]["voxel"]["dice"]["n_undefined"] == len(
+        report["cases"]
+    )
+    assert "mm" in report["summary"] and (report_dir / "metrics.csv").is_file()
+    assert (report_dir / "overlays.png").stat().st_size > 0 and (report_dir / "boxplot_dice.png").is_file()
+
+    _run(bundle_dir, "run", _configs(bundle_dir, "inference.json"), data, elsewhere, *_smoke_overrides(bundle_dir, "inference.json"))
+    assert list((bundle_dir / "eval" / "inference").glob("*_seg.nii.gz"))
+
+    meta = ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for command in (
+        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", *meta],
+        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", "models/model.ts",
+         "--ckpt_file", "models/model.pt", *meta],
+    ):
+        result = subprocess.run(command, cwd=bundle_dir, capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    extra = {"metadata.json": "", "inference.json": ""}
+    scripted = torch.jit.load(str(models / "model.ts"), _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["version"] and json.loads(extra["inference.json"])
+    assert isinstance(scripted, torch.jit.ScriptModule)
+
+
+def _workflow(bundle_dir: Path, data: Path, workflow_type: str, *configs: str, **override) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(
+        config_file=[str(bundle_dir / "configs" / c) for c in configs],
+        meta_file=str(bundle_dir / "configs" / "metadata.json"),
+        logging_file=str(bundle_dir / "configs" / "logging.conf"),
+        workflow_type=workflow_type,
+        bundle_root=str(bundle_dir),
+        dataset_dir=str(data),
+        **override,
+    )
+    workflow.initialize()
+    return workflow
+
+
+def test_check_properties_of_every_config(bundle):
+    name, bundle_dir, data = bundle
+    cases = [("train", ("train.json",)), ("train", ("train.json", "evaluate.json")), ("infer", ("inference.json",))]
+    variants = sorted(p.name for p in (bundle_dir / "configs").glob("*.json") if p.name not in MAIN_CONFIGS)
+    assert variants, f"{name} ships no variant configs (labeled-only / fully supervised bounds)"
+    cases += [("train", ("train.json", variant)) for variant in variants]
+    for workflow_type, configs in cases:
+        workflow = _workflow(bundle_dir, data, workflow_type, *configs)
+        assert workflow.check_properties() in ([], None), (configs, workflow.check_properties())
+
+
+def test_labeled_only_fallback_trains(bundle, tmp_path):
+    """MONAI Label trains with labeled data only: an empty unlabeled list must fall back to supervised steps."""
+    name, bundle_dir, data = bundle
+    workflow = _workflow(
+        bundle_dir, data, "train", "train.json", "smoke.json",
+        **{"train#unlabeled_dataset#data": [], "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"),
+           "max_iterations": 2},
+    )
+    workflow.run()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == 2
+    assert trainer.state.batch[1] is None
+    assert (tmp_path / "models" / "model_final.pt").is_file()
+
+
+def test_metadata_and_style(bundle, tmp_path):
+    name, bundle_dir, _ = bundle
+    schema = tmp_path / "schema.json"
+    shutil.copy(SCHEMA, schema)
+    verify_metadata(meta_file=str(bundle_dir / "configs" / "metadata.json"), filepath=str(schema))
+    meta = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"]
+    assert list(meta["network_data_format"]["inputs"]) == ["image"] and list(meta["network_data_format"]["outputs"]) == ["pred"]
+    for path in (bundle_dir / "configs").glob("*.json"):
+        text = path.read_text()
+        assert text == json.dumps(json.loads(text), indent=4) + "\n", f"{path.name} is not 4-space formatted JSON"
+    from monai.bundle.workflows import _reject_executable_logging_config
+
+    _reject_executable_logging_config(str(bundle_dir / "configs" / "logging.conf"))
+    for required in ("LICENSE", "docs/README.md", "docs/data_license.txt", "models/.gitkeep"):
+        assert (REPO / "bundles" / name / required).is_file(), required
+    train = json.loads((bundle_dir / "configs" / "train.json").read_text())
+    assert "'test'" not in json.dumps(train), "train.json must never read the test split"
+    assert train["training"] == train["run"]
