@@ -130,10 +130,11 @@ def _workflow(bundle_dir: Path, data: Path, workflow_type: str, *configs: str, *
 
 def test_check_properties_of_every_config(bundle):
     name, bundle_dir, data = bundle
-    cases = [("train", ("train.json",)), ("train", ("train.json", "evaluate.json")), ("infer", ("inference.json",))]
+    cases = [("train", ("train.json", "smoke.json")), ("train", ("train.json", "smoke.json", "evaluate.json"))]
+    cases += [("infer", ("inference.json",))]
     variants = sorted(p.name for p in (bundle_dir / "configs").glob("*.json") if p.name not in MAIN_CONFIGS)
     assert variants, f"{name} ships no variant configs (labeled-only / fully supervised bounds)"
-    cases += [("train", ("train.json", variant)) for variant in variants]
+    cases += [("train", ("train.json", "smoke.json", variant)) for variant in variants]
     for workflow_type, configs in cases:
         workflow = _workflow(bundle_dir, data, workflow_type, *configs)
         assert workflow.check_properties() in ([], None), (configs, workflow.check_properties())

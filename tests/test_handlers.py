@@ -88,3 +88,21 @@ def test_latest_checkpoint_picks_highest_iteration(tmp_path):
     for name in ["checkpoint_iteration=200.pt", "checkpoint_iteration=1000.pt", "checkpoint_iteration=400.pt"]:
         (tmp_path / name).write_bytes(b"x")
     assert latest_checkpoint(tmp_path).endswith("checkpoint_iteration=1000.pt")
+
+
+def test_atomic_checkpoint_saver_writes_complete_readable_files(tmp_path):
+    from semizoo.handlers import AtomicCheckpointSaver
+
+    net = torch.nn.Linear(3, 2)
+    engine = Engine(lambda e, b: None)
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_final=True, final_filename="model_final.pt",
+                                  save_interval=2, epoch_level=False, n_saved=1)
+    saver.attach(engine)
+    engine.run([0, 1, 2, 3], max_epochs=1)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["model_final.pt", "model_iteration=4.pt"]  # no temporary files left, old interval removed
+    state = torch.load(tmp_path / "model_final.pt", weights_only=True)
+    assert torch.equal(state["weight"], net.weight)
+    assert (tmp_path / "model_final.pt").stat().st_mode & 0o777 == 0o644
+    for checkpoint in (saver._final_checkpoint, saver._interval_checkpoint):
+        assert checkpoint.save_handler._saver._atomic

@@ -1,6 +1,6 @@
 """Training handlers: EMA teachers, LR schedules, NaN guard and resumable checkpoints."""
 
-from .checkpoint import ResumeHandler, RNGState, TrainingCheckpointer, latest_checkpoint
+from .checkpoint import AtomicCheckpointSaver, ResumeHandler, RNGState, TrainingCheckpointer, latest_checkpoint
 from .ema import EMATeacherHandler, ema_decay, ema_update_
 from .lr import constant_scheduler, poly_lr, poly_scheduler, step_lr, step_scheduler
 from .nan_guard import NaNGuard, NonFiniteLossError
@@ -19,5 +19,6 @@ __all__ = [
     "RNGState",
     "latest_checkpoint",
     "ResumeHandler",
+    "AtomicCheckpointSaver",
     "TrainingCheckpointer",
 ]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
-from monai.handlers import CheckpointLoader
+from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import optional_import
 
 if TYPE_CHECKING:
@@ -26,9 +26,46 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", name="Engine")
 
-__all__ = ["RNGState", "latest_checkpoint", "ResumeHandler", "TrainingCheckpointer"]
+__all__ = ["RNGState", "latest_checkpoint", "ResumeHandler", "TrainingCheckpointer", "AtomicCheckpointSaver"]
 
 logger = logging.getLogger(__name__)
+
+
+class _AtomicDiskSaver:
+    """ignite ``DiskSaver`` writing to a temporary file then renaming it (atomic), with an optional fixed name.
+
+    ignite's atomic mode creates the file with mode 0600; it is widened to 0644 (what MONAI's non-atomic saver
+    gives) so that other users and services (MONAI Label) can read ``models/*.pt``.
+    """
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        from ignite.handlers import DiskSaver
+
+        self._saver = DiskSaver(dirname=dirname, require_empty=False, atomic=True)
+        self.dirname, self.filename = dirname, filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        name = self.filename or filename
+        self._saver(checkpoint, name, metadata)
+        os.chmod(os.path.join(self.dirname, name), 0o644)
+
+    def remove(self, filename: str) -> None:
+        self._saver.remove(self.filename or filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI ``CheckpointSaver`` whose files are written atomically (a crash never leaves a truncated ``.pt``).
+
+    MONAI's saver writes in place (``atomic=False``); this subclass swaps in :class:`_AtomicDiskSaver` for the
+    final, key-metric and interval checkpoints and keeps every other behaviour and argument.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
+        super().__init__(save_dir, save_dict, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                fixed = getattr(checkpoint.save_handler, "filename", None)
+                checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, fixed)
 
 
 class RNGState:
@@ -153,10 +190,8 @@ class TrainingCheckpointer:
         self.map_location, self.trainer_key = map_location, trainer_key
 
     def attach(self, engine: Engine) -> None:
-        from monai.handlers import CheckpointSaver
-
         objects = {**self.save_dict, self.trainer_key: engine}
         ResumeHandler(self.save_dir, objects, enabled=self.resume, map_location=self.map_location).attach(engine)
-        CheckpointSaver(
+        AtomicCheckpointSaver(
             self.save_dir, objects, save_interval=self.save_interval, epoch_level=False, n_saved=self.n_saved
         ).attach(engine)

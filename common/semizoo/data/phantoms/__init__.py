@@ -10,6 +10,7 @@ version; a non-empty ``out`` without it is refused so that user data is never ov
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import shutil
 from pathlib import Path
@@ -24,6 +25,10 @@ GENERATOR_VERSION = "1.0"
 MANIFEST = "semizoo_phantom.json"
 DATASETS = {"acdc": acdc, "la": la}
 PRESETS = ("test", "bench")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _prepare_out(out: Path) -> None:
@@ -74,8 +79,9 @@ def generate(
         size: ACDC only: in-plane matrix (keeps the preset field of view, so the spacing changes).
 
     Returns:
-        The manifest dict also written to ``out/semizoo_phantom.json``: arguments, generator version, case ids,
-        shape, spacing and the top-level entries written.
+        The manifest dict also written to ``out/semizoo_phantom.json``: ``generator``, ``version``, ``dataset``,
+        ``arguments`` (dataset, cases, seed, preset, size, layout), case ``ids``, ``shape``, ``spacing`` and the
+        top-level ``entries`` written (removed again when the directory is regenerated).
 
     Raises:
         ValueError: unknown dataset or preset, bad ``cases``/``seed``/``size``, or a non-empty foreign ``out``.
@@ -86,14 +92,15 @@ def generate(
         raise ValueError(f"unknown phantom preset {preset!r}; choose one of {list(PRESETS)}")
     module = DATASETS[dataset]
     n_cases = module.PRESETS[preset]["cases"] if cases is None else cases
-    if isinstance(n_cases, bool) or not isinstance(n_cases, int) or n_cases < 1:
+    if not _is_int(n_cases) or n_cases < 1:
         raise ValueError(f"cases must be a positive integer, got {cases!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not _is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if size is not None and dataset != "acdc":
         raise ValueError(f"size is only supported for acdc, not {dataset!r}")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+    if size is not None and not _is_int(size):
         raise ValueError(f"size must be an integer, got {size!r}")
+    n_cases, seed, size = int(n_cases), int(seed), (None if size is None else int(size))
     if dataset == "acdc" and n_cases > 999:
         raise ValueError(f"acdc phantoms name patients patient001..patient999, got cases={n_cases}")
     out = Path(out)
@@ -102,15 +109,12 @@ def generate(
     _prepare_out(out)
     kwargs = {"size": size} if dataset == "acdc" else {}
     written = module.generate(out, n_cases, seed, preset, **kwargs)
+    arguments = {"dataset": dataset, "cases": n_cases, "seed": seed, "preset": preset, "size": size, "layout": "raw"}
     manifest = {
         "generator": "semizoo.data.phantoms",
         "version": GENERATOR_VERSION,
         "dataset": dataset,
-        "layout": "raw",
-        "preset": preset,
-        "cases": n_cases,
-        "seed": seed,
-        "size": size,
+        "arguments": arguments,
         **written,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

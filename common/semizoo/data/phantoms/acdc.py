@@ -29,16 +29,37 @@ GROUPS = ("NOR", "MINF", "DCM", "HCM", "RV")
 
 # LV cavity radius at ED, wall thickness, LV ejection fraction, RV thickness, RV span (deg), RV ejection fraction.
 _GROUP_RANGES = {
-    "NOR": {"r0": (20, 26), "wall": (7, 11), "ef": (0.55, 0.70), "rv": (14, 22), "span": (100, 140), "rvef": (0.45, 0.6)},
-    "MINF": {"r0": (23, 30), "wall": (7, 10), "ef": (0.25, 0.45), "rv": (14, 22), "span": (100, 140), "rvef": (0.4, 0.55)},
-    "DCM": {"r0": (28, 33), "wall": (6, 8), "ef": (0.20, 0.35), "rv": (14, 22), "span": (100, 140), "rvef": (0.3, 0.5)},
-    "HCM": {"r0": (15, 20), "wall": (15, 22), "ef": (0.60, 0.70), "rv": (12, 18), "span": (100, 130), "rvef": (0.5, 0.6)},
-    "RV": {"r0": (18, 23), "wall": (7, 10), "ef": (0.50, 0.65), "rv": (26, 34), "span": (140, 160), "rvef": (0.2, 0.4)},
+    "NOR": {
+        "r0": (20, 26),
+        "wall": (7, 11),
+        "ef": (0.55, 0.70),
+        "rv": (18, 28),
+        "span": (100, 140),
+        "rvef": (0.45, 0.6),
+    },
+    "MINF": {
+        "r0": (23, 30),
+        "wall": (7, 10),
+        "ef": (0.25, 0.45),
+        "rv": (18, 26),
+        "span": (100, 140),
+        "rvef": (0.4, 0.55),
+    },
+    "DCM": {"r0": (28, 33), "wall": (6, 8), "ef": (0.20, 0.35), "rv": (16, 26), "span": (100, 140), "rvef": (0.3, 0.5)},
+    "HCM": {
+        "r0": (15, 20),
+        "wall": (15, 22),
+        "ef": (0.60, 0.70),
+        "rv": (15, 22),
+        "span": (100, 130),
+        "rvef": (0.5, 0.6),
+    },
+    "RV": {"r0": (18, 23), "wall": (7, 10), "ef": (0.50, 0.65), "rv": (30, 40), "span": (140, 160), "rvef": (0.2, 0.4)},
 }
 
 # Tissue codes of the painted scene.
-AIR, TISSUE, FAT, MUSCLE, LUNG, LIVER, SPINE, VESSEL, ATRIUM, VALVE, RV_WALL, RV_BLOOD, MYO, LV_BLOOD, PAPILLARY = range(
-    15
+AIR, TISSUE, FAT, MUSCLE, LUNG, LIVER, SPINE, VESSEL, ATRIUM, VALVE, RV_WALL, RV_BLOOD, MYO, LV_BLOOD, PAPILLARY = (
+    range(15)
 )
 
 
@@ -67,7 +88,7 @@ def _profile(s: np.ndarray, q: float) -> np.ndarray:
 
 
 def render_case(rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple[float, ...], group: str) -> dict:
-    """Draw one patient: ``image`` int16 (X, Y, Z, T), ``label`` uint8 (X, Y, Z, T) and ``es`` (0-based frame)."""
+    """Draw one patient: ``image`` int16 and ``label`` uint8 (X, Y, Z, T), ``es`` (0-based frame), ``tissue`` codes."""
     nx, ny, nz, nt = shape
     sx, sy, sz = spacing
     g = _GROUP_RANGES[group]
@@ -91,7 +112,7 @@ def render_case(rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple
     q = rng.uniform(2.0, 3.2)
     z0 = rng.uniform(-3, 5)  # position of the first slice below the base plane
     tilt = np.tan(np.deg2rad(rng.uniform(8, 22)))
-    rv_len = rng.uniform(0.6, 0.85)
+    rv_len = rng.uniform(0.55, 0.75)
 
     fov = nx * sx
     alpha = np.deg2rad(200 + rng.uniform(-40, 40))
@@ -104,9 +125,11 @@ def render_case(rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple
     # angular shape: cavity harmonics, wall thickness modulation, infarct sector, papillary muscles
     harm = [(rng.uniform(0, 0.06), rng.uniform(0, 2 * np.pi), n) for n in (2, 3)]
     wall_mod = (rng.uniform(0, 0.15), rng.uniform(0, 2 * np.pi))
-    septal_boost = rng.uniform(0.2, 0.45) if group == "HCM" else 0.0
+    septal_boost = rng.uniform(0.1, 0.25) if group == "HCM" else 0.0
     infarct = (rng.uniform(0, 2 * np.pi), np.deg2rad(rng.uniform(30, 55))) if group == "MINF" else None
-    pap = [(np.pi + s * np.deg2rad(rng.uniform(40, 65)), rng.uniform(0.5, 0.68), rng.uniform(2.5, 4.0)) for s in (-1, 1)]
+    pap = [
+        (np.pi + s * np.deg2rad(rng.uniform(40, 65)), rng.uniform(0.5, 0.68), rng.uniform(2.5, 4.0)) for s in (-1, 1)
+    ]
 
     # --- coordinates (X, Y, Z, 1) -> heart frame
     x, y, z = grid((nx, ny, nz), (sx, sy, sz))
@@ -123,12 +146,14 @@ def render_case(rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple
 
     # --- LV: cavity and epicardium per angle, depth and frame
     zb = c_t * (1.0 - shorten) * length  # the base descends towards the fixed apex in systole
-    depth = zmm - zb - base_shift  # > 0 inside the ventricles
+    depth = zmm - zb  # along the long axis, from the (descending) base
+    below_base = depth - base_shift  # > 0 below the tilted base plane: ventricles, else atria
     span_len = length - zb
     s_epi = depth / span_len
     s_cav = depth / (span_len - apex_wall)
     m = 1.0 + sum(amp * np.cos(n * theta - ph) for amp, ph, n in harm)
     w = wall * (1.0 + wall_mod[0] * np.cos(theta - wall_mod[1]) + septal_boost * np.cos(theta))
+    w = np.clip(w, 0.8 * g["wall"][0], g["wall"][1])
     kinetic = np.ones_like(theta)
     if infarct is not None:
         d_ang = np.angle(np.exp(1j * (theta - infarct[0])))
@@ -139,7 +164,7 @@ def render_case(rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple
     out_ed = (r0 * m + w) * _profile(s_epi, q)
     r_cav = r_ed * (1.0 - c_t * (1.0 - f_lv) * kinetic)
     r_epi = np.sqrt(np.clip(out_ed**2 - r_ed**2, 0, None) + r_cav**2)  # myocardial area is conserved
-    ventricle = depth > 0
+    ventricle = below_base > 0
     lv_cav = ventricle & (rho < r_cav)
     lv_epi = ventricle & (rho < r_epi)
 
@@ -159,10 +184,9 @@ def render_case(rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple
     half = np.deg2rad(span0 * (0.75 + 0.25 * np.sqrt(np.clip(1.0 - rv_depth, 0, None))) / 2.0)
     # septal epicardial radius on the LV axis (one value per slice and frame, so the crescent is a true circle)
     m0 = 1.0 + sum(amp * np.cos(ph) for amp, ph, _ in harm)
-    w0 = wall * (1.0 + wall_mod[0] * np.cos(wall_mod[1]) + septal_boost)
-    depth0 = zmm - zb
-    r_ed0 = r0 * m0 * _profile(depth0 / (span_len - apex_wall), q)
-    out_ed0 = (r0 * m0 + w0) * _profile(depth0 / span_len, q)
+    w0 = np.clip(wall * (1.0 + wall_mod[0] * np.cos(wall_mod[1]) + septal_boost), 0.8 * g["wall"][0], g["wall"][1])
+    r_ed0 = r0 * m0 * _profile(depth / (span_len - apex_wall), q)
+    out_ed0 = (r0 * m0 + w0) * _profile(depth / span_len, q)
     r_cav0 = r_ed0 * (1.0 - c_t * (1.0 - f_lv))
     r_sep = np.maximum(np.sqrt(np.clip(out_ed0**2 - r_ed0**2, 0, None) + r_cav0**2), 1.0)
     d_c = ((r_sep + rv_t) ** 2 - r_sep**2) / np.maximum(2.0 * (r_sep + rv_t - r_sep * np.cos(half)), 1e-3)
@@ -175,12 +199,12 @@ def render_case(rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple
     heart = lv_epi | rv_blood | rv_outer
 
     # --- atria above the tilted base plane (unlabelled blood), with a dark valve plane
-    above = (depth <= 0) & (depth > -30)
+    above = (below_base <= 0) & (below_base > -30)
     ra_r = max(12.0, 0.9 * rv_t0)
     rho_ra = np.sqrt((a - (r0 + 0.5 * wall + 0.6 * rv_t0)) ** 2 + b**2)
     atrium = above & ((rho < r0 * 1.05) | (rho_ra < ra_r))
     atrium_wall = above & ~atrium & ((rho < r0 * 1.05 + 3) | (rho_ra < ra_r + 3))
-    valve = (np.abs(depth) < 1.5 * tilt) & (rho < r0 * 1.1 + 3)
+    valve = (np.abs(below_base) < 1.5 * tilt) & (rho < r0 * 1.1 + 3)
 
     # --- surroundings (static over time; zmm broadcast keeps slow variation along z)
     chest_dir = _rot(u, rng.uniform(15, 55))
@@ -290,7 +314,7 @@ def render_case(rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple
     noisy = rician(rng, clean.astype(f32), sigma)
     gain = rng.uniform(150, 1200)
     image = np.clip(np.round(noisy * gain), 0, 32767).astype(np.int16)
-    return {"image": image, "label": label, "es": es}
+    return {"image": image, "label": label, "es": es, "tissue": tissue}
 
 
 def write_case(out: str | os.PathLike, k: int, seed: int, shape: tuple[int, ...], spacing: tuple[float, ...]) -> str:
@@ -307,8 +331,12 @@ def write_case(out: str | os.PathLike, k: int, seed: int, shape: tuple[int, ...]
     (folder / "Info.cfg").write_text(info)
     write_nifti_gz(folder / f"{name}_4d.nii.gz", case["image"], spacing)
     for frame in (ed, es):
-        write_nifti_gz(folder / f"{name}_frame{frame:02d}.nii.gz", np.ascontiguousarray(case["image"][..., frame - 1]), spacing)
-        write_nifti_gz(folder / f"{name}_frame{frame:02d}_gt.nii.gz", np.ascontiguousarray(case["label"][..., frame - 1]), spacing)
+        write_nifti_gz(
+            folder / f"{name}_frame{frame:02d}.nii.gz", np.ascontiguousarray(case["image"][..., frame - 1]), spacing
+        )
+        write_nifti_gz(
+            folder / f"{name}_frame{frame:02d}_gt.nii.gz", np.ascontiguousarray(case["label"][..., frame - 1]), spacing
+        )
     return name
 
 
@@ -316,4 +344,9 @@ def generate(out: str | os.PathLike, cases: int, seed: int, preset: str, size: i
     """Write ``cases`` patients; return the layout part of the manifest (ids, shape, spacing)."""
     lay = layout(preset, size)
     names = [write_case(out, k, seed, lay["shape"], lay["spacing"]) for k in range(cases)]
-    return {"ids": names, "shape": list(lay["shape"]), "spacing": [float(s) for s in lay["spacing"]], "entries": ["database"]}
+    return {
+        "ids": names,
+        "shape": list(lay["shape"]),
+        "spacing": [float(s) for s in lay["spacing"]],
+        "entries": ["database"],
+    }

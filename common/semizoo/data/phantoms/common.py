@@ -115,14 +115,18 @@ def tube(
     centreline: np.ndarray,
     radius: float | np.ndarray,
     margin: float = 0.0,
+    axes: Sequence[np.ndarray] | None = None,
+    slack: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Signed distance to a tube around a polyline, evaluated only near it.
 
     Args:
-        points: coordinate arrays ``(x, y, z)`` in mm, all of one shape.
+        points: coordinate arrays ``(x, y, z)`` in mm, all of one 3D shape.
         centreline: (M, 3) polyline, M >= 2.
         radius: scalar or (M,) radius at each polyline point (linear in between).
         margin: also report voxels up to ``margin`` mm outside the tube.
+        axes: optional sorted 1D voxel coordinates per axis of the undeformed grid, with ``slack`` the largest
+            displacement of ``points`` from that grid: restricts the search to a sub-box (faster).
 
     Returns:
         ``(index, sdf, arclength)``: flat indices of the voxels within ``radius + margin`` of the polyline, the
@@ -132,20 +136,26 @@ def tube(
     rad = np.broadcast_to(np.asarray(radius, dtype=np.float64), (len(cl),))
     reach = rad.max() + margin
     lo, hi = cl.min(0) - reach, cl.max(0) + reach
-    flat = [np.asarray(p).ravel() for p in points]
-    near = np.ones(flat[0].shape, bool)
+    shape = np.shape(points[0])
+    box = [slice(0, n) for n in shape]
+    if axes is not None:
+        for i, ax in enumerate(axes):
+            box[i] = slice(int(np.searchsorted(ax, lo[i] - slack)), int(np.searchsorted(ax, hi[i] + slack, "right")))
+    sub = [np.asarray(p)[tuple(box)] for p in points]
+    near = np.ones(sub[0].shape, bool)
     for i in range(3):
-        near &= (flat[i] >= lo[i]) & (flat[i] <= hi[i])
-    index = np.flatnonzero(near)
-    p = np.stack([f[index] for f in flat], axis=1).astype(np.float64)  # (N, 3)
-    a, b = cl[:-1], cl[1:]
+        near &= (sub[i] >= lo[i]) & (sub[i] <= hi[i])
+    local = np.nonzero(near)
+    index = np.ravel_multi_index(tuple(loc + b.start for loc, b in zip(local, box)), shape)
+    p = np.stack([q[local] for q in sub], axis=1).astype(np.float32)  # (N, 3)
+    a, b = cl[:-1].astype(np.float32), cl[1:].astype(np.float32)
     ab = b - a
     seg_len = np.linalg.norm(ab, axis=1)
-    t = np.einsum("nk,mk->mn", p, ab) - np.einsum("mk,mk->m", a, ab)[:, None]
-    t = np.clip(t / np.maximum(seg_len**2, 1e-12)[:, None], 0.0, 1.0)  # (M-1, N)
-    closest = a[:, None, :] + t[..., None] * ab[:, None, :]
-    dist = np.linalg.norm(p[None] - closest, axis=2)
-    sdf_all = dist - (rad[:-1, None] + t * (rad[1:] - rad[:-1])[:, None])
+    pa = p[None] - a[:, None]  # (M-1, N, 3)
+    dot = np.einsum("mnk,mk->mn", pa, ab)
+    t = np.clip(dot / np.maximum(seg_len**2, 1e-12)[:, None], 0.0, 1.0)
+    dist = np.sqrt(np.maximum(np.einsum("mnk,mnk->mn", pa, pa) - t * (2 * dot - t * seg_len[:, None] ** 2), 0.0))
+    sdf_all = dist - (rad[:-1, None] + t * (rad[1:] - rad[:-1])[:, None]).astype(np.float32)
     seg = np.argmin(sdf_all, axis=0)
     cols = np.arange(len(index))
     sdf = sdf_all[seg, cols]
@@ -170,7 +180,7 @@ def rician(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.ndar
     return np.sqrt(re * re + im * im)
 
 
-def write_gz(path: str | os.PathLike, data: bytes, level: int = 6) -> None:
+def write_gz(path: str | os.PathLike, data: bytes, level: int = 1) -> None:
     """Write ``data`` gzip-compressed without a timestamp or file name (byte-identical across runs)."""
     with open(path, "wb") as f:
         f.write(gzip.compress(data, compresslevel=level, mtime=0))
@@ -211,4 +221,4 @@ def write_nrrd(path: str | os.PathLike, array: np.ndarray, spacing: Sequence[flo
     )
     with open(path, "wb") as f:
         f.write(header.encode("ascii"))
-        f.write(gzip.compress(array.tobytes(order="F"), compresslevel=6, mtime=0))
+        f.write(gzip.compress(array.tobytes(order="F"), compresslevel=1, mtime=0))

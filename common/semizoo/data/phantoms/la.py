@@ -92,7 +92,7 @@ def _label_extent(atr: dict, glob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_case(rng: np.random.Generator, shape: tuple[int, int, int], spacing: float) -> dict:
-    """Draw one case: ``image`` uint8 (X, Y, Z) and ``label`` uint8 (X, Y, Z) in {0, 1}."""
+    """Draw one case: ``image`` uint8 (X, Y, Z), ``label`` uint8 (X, Y, Z) in {0, 1} and the ``tissue`` code map."""
     shape = tuple(int(n) for n in shape)
     sp = (spacing,) * 3
     fov = np.array(shape) * spacing
@@ -119,27 +119,39 @@ def render_case(rng: np.random.Generator, shape: tuple[int, int, int], spacing: 
         c + 2 * warp_amp * np.tanh(0.5 * smooth_field(rng, shape, sp, warp_len)) for c in np.broadcast_arrays(x, y, z)
     )
     pts = (px, py, pz)
+    axes = [np.ravel(c) for c in (x, y, z)]
+
+    def near_tube(line: np.ndarray, radius: float | np.ndarray, margin: float = 0.0):
+        return tube(pts, line, radius, margin=margin, axes=axes, slack=2 * warp_amp)
+
     tissue = np.full(shape, TISSUE, np.uint8)
     flat = tissue.reshape(-1)
 
     def at(off: tuple[float, float, float]) -> np.ndarray:
         return centre + glob @ np.asarray(off, dtype=float)
 
-    def ellipsoid(c: np.ndarray, semi: np.ndarray, rot: np.ndarray) -> np.ndarray:
-        """Normalised radius |R^T (p - c) / semi| (< 1 inside)."""
-        q = [p - ci for p, ci in zip(pts, c)]
-        m = rot.T
-        return np.sqrt(sum(((m[i, 0] * q[0] + m[i, 1] * q[1] + m[i, 2] * q[2]) / semi[i]) ** 2 for i in range(3)))
+    def ellipsoid(c: np.ndarray, semi: np.ndarray, rot: np.ndarray, reach: float = 1.5) -> np.ndarray:
+        """Normalised radius |R^T (p - c) / semi| (< 1 inside), evaluated where it is below ``reach`` (else inf)."""
+        half = np.sqrt(((rot * semi[None]) ** 2).sum(1)) * reach + 2 * warp_amp
+        box = tuple(
+            slice(int(np.searchsorted(ax, ci - h)), int(np.searchsorted(ax, ci + h, "right")))
+            for ax, ci, h in zip(axes, c, half)
+        )
+        q = [p[box] - ci for p, ci in zip(pts, c)]
+        m = (rot / semi[None]).T
+        radius = np.full(shape, np.inf, np.float32)
+        radius[box] = np.sqrt(sum((m[i, 0] * q[0] + m[i, 1] * q[1] + m[i, 2] * q[2]) ** 2 for i in range(3)))
+        return radius
 
     def paint_tube(code: int, line: np.ndarray, radius: float | np.ndarray, wall: float = 0.0, wall_code: int = WALL):
-        idx, sdf, _ = tube(pts, line, radius, margin=wall)
+        idx, sdf, _ = near_tube(line, radius, wall)
         if wall > 0:
             flat[idx[sdf > 0]] = wall_code
         flat[idx[sdf <= 0]] = code
 
     # --- surroundings: lungs, spine, fat
     for side in (-1, 1):
-        c_lung = at((side * rng.uniform(85, 105), rng.uniform(0, 25), 0.0))
+        c_lung = at((side * rng.uniform(72, 88), rng.uniform(10, 30), 0.0))
         lung = ellipsoid(c_lung, np.array([rng.uniform(40, 55), rng.uniform(70, 90), 150.0]), rotation(rng, 10))
         tissue[lung < 1] = LUNG
     c_sp = at((rng.uniform(-8, 8), rng.uniform(55, 70), 0.0))
@@ -191,17 +203,17 @@ def render_case(rng: np.random.Generator, shape: tuple[int, int, int], spacing: 
     vein_blood = np.zeros_like(label)
     for vein in atr["veins"]:
         line = centre + (glob @ vein["line"].T).T
-        idx, sdf, arc = tube(pts, line, np.linspace(vein["radius"], 0.8 * vein["radius"], len(line)), margin=wall_t)
+        idx, sdf, arc = near_tube(line, np.linspace(vein["radius"], 0.8 * vein["radius"], len(line)), margin=wall_t)
         wall_mask[idx[sdf > 0]] = True
         vein_blood[idx[sdf <= 0]] = True
         label[idx[(sdf <= 0) & (arc <= LABEL_VEIN_MM + 4.0)]] = True
         for branch in vein["branches"]:
             b_line = centre + (glob @ branch.T).T
-            idx, sdf, _ = tube(pts, b_line, 0.6 * vein["radius"], margin=1.5)
+            idx, sdf, _ = near_tube(b_line, 0.6 * vein["radius"], margin=1.5)
             wall_mask[idx[sdf > 0]] = True
             vein_blood[idx[sdf <= 0]] = True
     laa_line = centre + (glob @ atr["laa"][0].T).T
-    idx, sdf, _ = tube(pts, laa_line, atr["laa"][1], margin=wall_t)
+    idx, sdf, _ = near_tube(laa_line, atr["laa"][1], margin=wall_t)
     wall_mask[idx[sdf > 0]] = True
     label[idx[sdf <= 0]] = True
     flat[wall_mask & ~label & ~vein_blood] = LA_WALL
@@ -212,7 +224,7 @@ def render_case(rng: np.random.Generator, shape: tuple[int, int, int], spacing: 
     # --- intensities (blood = 1)
     levels = np.zeros(16, np.float32)
     levels[AIR] = 0.0
-    levels[TISSUE] = rng.uniform(0.35, 0.7)
+    levels[TISSUE] = rng.uniform(0.3, 0.6)
     levels[FAT] = rng.uniform(1.2, 1.7)
     levels[LUNG] = rng.uniform(0.03, 0.1)
     levels[SPINE] = rng.uniform(0.5, 0.85)
@@ -234,7 +246,7 @@ def render_case(rng: np.random.Generator, shape: tuple[int, int, int], spacing: 
     clean = blur(clean * bias, rng.uniform(0.5, 1.0) * spacing, sp)
     noisy = rician(rng, clean.astype(np.float32), rng.uniform(0.05, 0.15))
     image = np.clip(np.round(noisy * rng.uniform(70, 120)), 0, 255).astype(np.uint8)
-    return {"image": image, "label": label.astype(np.uint8)}
+    return {"image": image, "label": label.astype(np.uint8), "tissue": tissue}
 
 
 def write_case(out: str | os.PathLike, k: int, seed: int, preset: str) -> str:
