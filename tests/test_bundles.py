@@ -47,7 +47,9 @@ def _configs(bundle_dir: Path, *names: str) -> str:
     return json.dumps([str(bundle_dir / "configs" / n) for n in names])
 
 
-def _run(bundle_dir: Path, run_id: str, configs: str, data: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+def _run(
+    bundle_dir: Path, run_id: str, configs: str, data: Path, cwd: Path, *extra: str
+) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", configs]
     command += ["--bundle_root", str(bundle_dir), "--meta_file", str(bundle_dir / "configs" / "metadata.json")]
     command += ["--logging_file", str(bundle_dir / "configs" / "logging.conf"), "--dataset_dir", str(data), *extra]
@@ -96,15 +98,32 @@ def test_train_evaluate_infer_export(bundle, tmp_path):
     assert "mm" in report["summary"] and (report_dir / "metrics.csv").is_file()
     assert (report_dir / "overlays.png").stat().st_size > 0 and (report_dir / "boxplot_dice.png").is_file()
 
-    _run(bundle_dir, "run", _configs(bundle_dir, "inference.json"), data, elsewhere, *_smoke_overrides(bundle_dir, "inference.json"))
+    _run(
+        bundle_dir,
+        "run",
+        _configs(bundle_dir, "inference.json"),
+        data,
+        elsewhere,
+        *_smoke_overrides(bundle_dir, "inference.json"),
+    )
     assert list((bundle_dir / "eval" / "inference").glob("*_seg.nii.gz"))
 
     meta = ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for command in (
         [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", *meta],
-        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", "models/model.ts",
-         "--ckpt_file", "models/model.pt", *meta],
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "ckpt_export",
+            "network_def",
+            "--filepath",
+            "models/model.ts",
+            "--ckpt_file",
+            "models/model.pt",
+            *meta,
+        ],
     ):
         result = subprocess.run(command, cwd=bundle_dir, capture_output=True, text=True, env=env, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -144,9 +163,17 @@ def test_labeled_only_fallback_trains(bundle, tmp_path):
     """MONAI Label trains with labeled data only: an empty unlabeled list must fall back to supervised steps."""
     name, bundle_dir, data = bundle
     workflow = _workflow(
-        bundle_dir, data, "train", "train.json", "smoke.json",
-        **{"train#unlabeled_dataset#data": [], "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"),
-           "max_iterations": 2},
+        bundle_dir,
+        data,
+        "train",
+        "train.json",
+        "smoke.json",
+        **{
+            "train#unlabeled_dataset#data": [],
+            "ckpt_dir": str(tmp_path / "models"),
+            "output_dir": str(tmp_path / "eval"),
+            "max_iterations": 2,
+        },
     )
     workflow.run()
     trainer = workflow.parser.get_parsed_content("train#trainer")
@@ -162,7 +189,9 @@ def test_metadata_and_style(bundle, tmp_path):
     verify_metadata(meta_file=str(bundle_dir / "configs" / "metadata.json"), filepath=str(schema))
     meta = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
     assert meta["version"] in meta["changelog"]
-    assert list(meta["network_data_format"]["inputs"]) == ["image"] and list(meta["network_data_format"]["outputs"]) == ["pred"]
+    assert list(meta["network_data_format"]["inputs"]) == ["image"] and list(
+        meta["network_data_format"]["outputs"]
+    ) == ["pred"]
     for path in (bundle_dir / "configs").glob("*.json"):
         text = path.read_text()
         assert text == json.dumps(json.loads(text), indent=4) + "\n", f"{path.name} is not 4-space formatted JSON"

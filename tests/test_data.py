@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from monai.transforms import LoadImaged
-
 from semizoo.data import DataError, HDF5Reader, load_split
 from semizoo.data.prepare import PrepareError, la_crop, prepare
 from semizoo.data.splits import frozen, frozen_split, scaled_split
@@ -51,7 +50,11 @@ def test_scaled_split_keeps_proportions_and_is_seeded():
     patients = [f"p{i:02d}" for i in range(40)]
     split = scaled_split("acdc", patients, seed=0)
     assert (len(split["train"]), len(split["validation"]), len(split["test"])) == (28, 4, 8)
-    assert len(split["labeled"]["lab3"]) == 1 and len(split["labeled"]["lab7"]) == 3 and len(split["labeled"]["full"]) == 28
+    assert (
+        len(split["labeled"]["lab3"]) == 1
+        and len(split["labeled"]["lab7"]) == 3
+        and len(split["labeled"]["full"]) == 28
+    )
     assert split == scaled_split("acdc", patients, seed=0) and split != scaled_split("acdc", patients, seed=1)
     assert sorted(split["train"] + split["validation"] + split["test"]) == patients
 
@@ -74,7 +77,9 @@ def test_prepare_acdc_raw_writes_volumes_slices_and_datalists(tmp_path):
     assert set(np.unique(label)) <= {0, 1, 2, 3}
     # same inputs, byte-identical datalists
     prepare("acdc", tmp_path / "raw", tmp_path / "again", split="scaled")
-    assert (out / "datalists" / "lab3.json").read_bytes() == (tmp_path / "again" / "datalists" / "lab3.json").read_bytes()
+    assert (out / "datalists" / "lab3.json").read_bytes() == (
+        tmp_path / "again" / "datalists" / "lab3.json"
+    ).read_bytes()
 
 
 def test_prepare_lists_every_problem_and_writes_nothing(tmp_path):

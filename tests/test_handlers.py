@@ -95,8 +95,15 @@ def test_atomic_checkpoint_saver_writes_complete_readable_files(tmp_path):
 
     net = torch.nn.Linear(3, 2)
     engine = Engine(lambda e, b: None)
-    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_final=True, final_filename="model_final.pt",
-                                  save_interval=2, epoch_level=False, n_saved=1)
+    saver = AtomicCheckpointSaver(
+        str(tmp_path),
+        {"model": net},
+        save_final=True,
+        final_filename="model_final.pt",
+        save_interval=2,
+        epoch_level=False,
+        n_saved=1,
+    )
     saver.attach(engine)
     engine.run([0, 1, 2, 3], max_epochs=1)
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -105,4 +112,13 @@ def test_atomic_checkpoint_saver_writes_complete_readable_files(tmp_path):
     assert torch.equal(state["weight"], net.weight)
     assert (tmp_path / "model_final.pt").stat().st_mode & 0o777 == 0o644
     for checkpoint in (saver._final_checkpoint, saver._interval_checkpoint):
-        assert checkpoint.save_handler._saver._atomic
+        assert checkpoint.save_handler._atomic
+
+
+def test_every_filters_events():
+    from semizoo.handlers import every
+
+    keep = every(50)
+    assert [i for i in range(1, 201) if keep(None, i)] == [50, 100, 150, 200]
+    with pytest.raises(ValueError, match="interval"):
+        every(0)

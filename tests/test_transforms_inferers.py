@@ -6,11 +6,10 @@ import pytest
 import torch
 from monai.transforms import KeepLargestConnectedComponent
 from scipy import ndimage
-from skimage.measure import label as skimage_label
-
 from semizoo.engines import SegmentationReport, slice_wise_inferer, strided_sliding_window_inferer
 from semizoo.metrics import multiclass_metrics
 from semizoo.transforms import SSL4MISRandomGeneratord, UAMTRandCropd
+from skimage.measure import label as skimage_label
 
 
 def test_ssl4mis_generator_applies_one_draw_to_image_and_label():
@@ -97,7 +96,9 @@ def test_largest_component_equals_skimage():
     components = skimage_label(mask, connectivity=3)
     sizes = np.bincount(components.ravel())[1:]
     expected = components == (np.argmax(sizes) + 1)
-    got = KeepLargestConnectedComponent(applied_labels=[1], connectivity=3)(torch.as_tensor(mask[None].astype(np.uint8)))
+    got = KeepLargestConnectedComponent(applied_labels=[1], connectivity=3)(
+        torch.as_tensor(mask[None].astype(np.uint8))
+    )
     assert np.array_equal(np.asarray(got[0]).astype(bool), expected)
 
 
@@ -121,7 +122,9 @@ def test_slice_wise_inferer_resizes_there_and_back():
 
 def test_segmentation_report_writes_metrics_csv_and_figures(tmp_path):
     rng = np.random.default_rng(0)
-    report = SegmentationReport(tmp_path, {"0": "background", "1": "rv", "2": "lv"}, checkpoint="x/model.pt", slice_axis=0)
+    report = SegmentationReport(
+        tmp_path, {"0": "background", "1": "rv", "2": "lv"}, checkpoint="x/model.pt", slice_axis=0
+    )
     pairs = []
     for index in range(5):
         ref = np.zeros((4, 24, 24), np.int64)

@@ -4,4 +4,15 @@ from . import data, engines, handlers, losses, methods, metrics, networks, sched
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "engines", "handlers", "losses", "methods", "metrics", "networks", "schedules", "transforms", "__version__"]
+__all__ = [
+    "data",
+    "engines",
+    "handlers",
+    "losses",
+    "methods",
+    "metrics",
+    "networks",
+    "schedules",
+    "transforms",
+    "__version__",
+]

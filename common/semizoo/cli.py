@@ -16,7 +16,13 @@ class Commands:
     """semizoo command line: `python -m semizoo COMMAND --help` for the arguments of each command."""
 
     def phantoms(
-        self, dataset: str, out: str, cases: int | None = None, seed: int = 0, preset: str = "test", size: int | None = None
+        self,
+        dataset: str,
+        out: str,
+        cases: int | None = None,
+        seed: int = 0,
+        preset: str = "test",
+        size: int | None = None,
     ) -> str:
         """Write deterministic phantom data of DATASET (acdc | la) in its raw public layout to OUT."""
         from .data.phantoms import generate

@@ -93,8 +93,13 @@ def run_quickstart(
                 metrics = run_dir / "eval" / Path(checkpoint).stem / "metrics.json"
                 if not metrics.is_file():
                     eval_overrides = {**overrides, "ckpt_file": str(run_dir / "models" / checkpoint)}
-                    _monai_run("evaluating", bundle_dir, train_configs + ["configs/evaluate.json"], eval_overrides,
-                               run_dir / f"evaluate_{Path(checkpoint).stem}.log")
+                    _monai_run(
+                        "evaluating",
+                        bundle_dir,
+                        train_configs + ["configs/evaluate.json"],
+                        eval_overrides,
+                        run_dir / f"evaluate_{Path(checkpoint).stem}.log",
+                    )
                 results["runs"].setdefault(model, {}).setdefault(checkpoint, []).append(json.loads(metrics.read_text()))
     table = results_table(results)
     (out / "results.md").write_text(table + "\n")
@@ -107,7 +112,8 @@ def run_quickstart(
 def _fmt(stats: dict, scale: float = 1.0, digits: int = 2) -> str:
     if stats["n"] == 0:
         return "n/a"
-    text = f"{stats['mean'] * scale:.{digits}f} ({stats['ci_low'] * scale:.{digits}f}–{stats['ci_high'] * scale:.{digits}f})"
+    mean, low, high = (stats[k] * scale for k in ("mean", "ci_low", "ci_high"))
+    text = f"{mean:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
     return text + (f" [{stats['n_undefined']} undef.]" if stats["n_undefined"] else "")
 
 
@@ -130,8 +136,15 @@ def results_table(results: dict[str, Any]) -> str:
             for report in reports:
                 seed = report["settings"].get("seed")
                 voxel, mm = report["summary"]["voxel"], report["summary"].get("mm")
-                row = [model, str(seed), checkpoint, _fmt(voxel["dice"], 100), _fmt(voxel["jaccard"], 100),
-                       _fmt(voxel["hd95"]), _fmt(voxel["asd"])]
+                row = [
+                    model,
+                    str(seed),
+                    checkpoint,
+                    _fmt(voxel["dice"], 100),
+                    _fmt(voxel["jaccard"], 100),
+                    _fmt(voxel["hd95"]),
+                    _fmt(voxel["asd"]),
+                ]
                 row += [_fmt(mm["hd95"]), _fmt(mm["asd"])] if mm else ["n/a", "n/a"]
                 lines.append("| " + " | ".join(row) + " |")
     runs = results["runs"]
@@ -144,6 +157,8 @@ def results_table(results: dict[str, Any]) -> str:
                 for report, base in zip(reports, runs["labeled_only"][checkpoint]):
                     diff, low, high = bootstrap_ci_diff(_case_dice(report), _case_dice(base))
                     seed = report["settings"].get("seed")
-                    lines.append(f"- {model} − labeled_only, seed {seed}, {checkpoint}: "
-                                 f"{100 * diff:+.2f} Dice points (95% CI {100 * low:+.2f} to {100 * high:+.2f})")
+                    lines.append(
+                        f"- {model} − labeled_only, seed {seed}, {checkpoint}: "
+                        f"{100 * diff:+.2f} Dice points (95% CI {100 * low:+.2f} to {100 * high:+.2f})"
+                    )
     return "\n".join(lines)

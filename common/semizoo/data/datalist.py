@@ -51,7 +51,9 @@ def load_split(
         if missing_ok:
             logger.warning("%s has no %r list: using none.", path, key)
             return []
-        raise DataError(path, f"no {key!r} list (lists: {sorted(k for k, v in content.items() if isinstance(v, list))})")
+        raise DataError(
+            path, f"no {key!r} list (lists: {sorted(k for k, v in content.items() if isinstance(v, list))})"
+        )
     root = Path(base_dir) if base_dir is not None else find_prepared_root(path)
     entries = []
     for index, entry in enumerate(content[key]):

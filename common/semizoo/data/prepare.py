@@ -226,13 +226,20 @@ def _la_uamt(src: Path, problems: list[str]) -> list[Callable[[], list[Volume]]]
         def load(path=path) -> list[Volume]:
             image, spacing = read_h5(path, "image")
             label, _ = read_h5(path, "label")
-            return [Volume(path.parent.name, path.parent.name, image.astype(np.float32), label, spacing or LA_SPACING_UAMT)]
+            return [
+                Volume(path.parent.name, path.parent.name, image.astype(np.float32), label, spacing or LA_SPACING_UAMT)
+            ]
 
         loaders.append(load)
     return loaders
 
 
-READERS = {("acdc", "raw"): _acdc_raw, ("acdc", "ssl4mis"): _acdc_ssl4mis, ("la", "raw"): _la_raw, ("la", "uamt"): _la_uamt}
+READERS = {
+    ("acdc", "raw"): _acdc_raw,
+    ("acdc", "ssl4mis"): _acdc_ssl4mis,
+    ("la", "raw"): _la_raw,
+    ("la", "uamt"): _la_uamt,
+}
 
 
 # ---------------------------------------------------------------- conversion
@@ -412,7 +419,9 @@ def prepare(
         if problems:
             raise PrepareError(problems)
         patients = sorted(volumes)
-        split_lists = frozen_split(dataset, patients) if split == "standard" else scaled_split(dataset, patients, split_seed)
+        split_lists = (
+            frozen_split(dataset, patients) if split == "standard" else scaled_split(dataset, patients, split_seed)
+        )
         lists = _datalists(dataset, split_lists, volumes, slices, phantom)
         report = _report(dataset, layout, split, split_seed, default_setting, phantom, src, lists, split_lists)
         (tmp / "datalists").mkdir(parents=True, exist_ok=True)
@@ -445,7 +454,10 @@ def _report(dataset, layout, split, split_seed, setting, phantom, src, lists, sp
         "semizoo_prepare_version": VERSION,
         "source": str(src.resolve()),
         "patients": {k: len(v) for k, v in split_lists.items() if k != "labeled"},
-        "counts": {name: {k: len(content[k]) for k in ("labeled", "unlabeled", "validation", "test")} for name, content in lists.items()},
+        "counts": {
+            name: {k: len(content[k]) for k in ("labeled", "unlabeled", "validation", "test")}
+            for name, content in lists.items()
+        },
         "datalist_sha256": {name: hashlib.sha256(_dump(c).encode()).hexdigest() for name, c in lists.items()},
         "warnings": ["LA spacing assumed 0.625 mm (UA-MT h5 stores none)"] if layout == "uamt" else [],
     }

@@ -146,7 +146,7 @@ class TwoStreamBatchSampler(_ResumableBatchSampler):
             yield _take(primary, self.primary_batch_size) + _take(secondary, self.secondary_batch_size)
 
 
-class IndependentTwoStreamBatchSampler(_ResumableBatchSampler):
+class IndependentTwoStreamBatchSampler(TwoStreamBatchSampler):
     """Two endless, independently reshuffled streams (EPL, ACTION fine-tuning); ``len = N_secondary // secondary``.
 
     With ``replacement=True`` each stream draws uniformly with replacement, else it chains permutations.
@@ -161,11 +161,7 @@ class IndependentTwoStreamBatchSampler(_ResumableBatchSampler):
         replacement: bool = True,
         seed: int | None = None,
     ) -> None:
-        super().__init__(seed)
-        self.primary_batch_size = int(batch_size) - int(secondary_batch_size)
-        self.secondary_batch_size = int(secondary_batch_size)
-        self.primary_indices = _check_indices(primary_indices, "primary", self.primary_batch_size)
-        self.secondary_indices = _check_indices(secondary_indices, "secondary", self.secondary_batch_size)
+        super().__init__(primary_indices, secondary_indices, batch_size, secondary_batch_size, seed=seed)
         self.replacement = bool(replacement)
 
     def __len__(self) -> int:

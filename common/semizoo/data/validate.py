@@ -32,7 +32,12 @@ def validate_datalist(datalist: str) -> str:
             if key == "unlabeled" and ("label" in entry or "box" in entry):
                 problems.append(f"{entry['image']}: unlabeled entry carries a label")
             _check_entry(entry, problems)
-    for first, second in (("validation", "test"), ("labeled", "test"), ("unlabeled", "test"), ("labeled", "validation")):
+    for first, second in (
+        ("validation", "test"),
+        ("labeled", "test"),
+        ("unlabeled", "test"),
+        ("labeled", "validation"),
+    ):
         shared = sorted(patients[first] & patients[second])
         if shared:
             problems.append(f"{datalist}: {first} and {second} share patients {shared[:10]}")

@@ -29,7 +29,15 @@ class StridedSlidingWindowInferer(SlidingWindowInferer):
         if len(roi) != len(steps) or any(s < 1 or s > r for s, r in zip(steps, roi)):
             raise ValueError(f"strides {steps} must be positive and at most roi_size {roi} per axis.")
         overlap = [1.0 - (s + 0.5) / r for s, r in zip(steps, roi)]
-        super().__init__(roi, sw_batch_size=sw_batch_size, overlap=overlap, mode="constant", padding_mode="constant", cval=0.0, **kwargs)
+        super().__init__(
+            roi,
+            sw_batch_size=sw_batch_size,
+            overlap=overlap,
+            mode="constant",
+            padding_mode="constant",
+            cval=0.0,
+            **kwargs,
+        )
         self.strides = steps
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
@@ -40,7 +48,10 @@ class StridedSlidingWindowInferer(SlidingWindowInferer):
 
 
 def strided_sliding_window_inferer(
-    roi_size: Sequence[int] = (112, 112, 80), strides: Sequence[int] = (18, 18, 4), sw_batch_size: int = 1, **kwargs: Any
+    roi_size: Sequence[int] = (112, 112, 80),
+    strides: Sequence[int] = (18, 18, 4),
+    sw_batch_size: int = 1,
+    **kwargs: Any,
 ) -> StridedSlidingWindowInferer:
     """The LA test protocol of UA-MT/SS-Net: 112×112×80 windows at strides 18×18×4, averaged softmax."""
     return StridedSlidingWindowInferer(roi_size, strides, sw_batch_size=sw_batch_size, **kwargs)

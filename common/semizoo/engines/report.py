@@ -211,7 +211,9 @@ class SegmentationReport:
                     for label, name in self.class_names.items():
                         values = case[unit]["per_class"][str(label)]
                         writer.writerow([case["case"], unit, name, *(f"{values[m]:.6g}" for m in METRIC_NAMES)])
-                    writer.writerow([case["case"], unit, "mean", *(f"{case[unit]['mean'][m]:.6g}" for m in METRIC_NAMES)])
+                    writer.writerow(
+                        [case["case"], unit, "mean", *(f"{case[unit]['mean'][m]:.6g}" for m in METRIC_NAMES)]
+                    )
 
     def _write_figures(self) -> None:
         import matplotlib
@@ -219,24 +221,8 @@ class SegmentationReport:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        order = np.argsort([c["voxel"]["mean"]["dice"] for c in self.cases])
-        picks = [("best", order[-1]), ("median", order[len(order) // 2]), ("worst", order[0])]
         if self._overlays:
-            fig, axes = plt.subplots(len(picks), 3, figsize=(9, 3 * len(picks)), squeeze=False)
-            n_classes = max(self.class_names) + 1
-            for row, (tag, index) in enumerate(picks):
-                image, ref, pred = self._overlays[index]
-                case = self.cases[index]
-                for col, (title, mask) in enumerate((("image", None), ("ground truth", ref), ("prediction", pred))):
-                    ax = axes[row][col]
-                    ax.imshow(image.T if image.ndim == 2 else image, cmap="gray", origin="lower")
-                    if mask is not None:
-                        ax.imshow(np.ma.masked_equal(mask.T, 0), cmap="tab10", vmin=0, vmax=max(n_classes, 10) - 1, alpha=0.5, origin="lower")
-                    ax.set_title(f"{tag}: {case['case']}" if col == 0 else f"{title} (Dice {case['voxel']['mean']['dice']:.3f})" if col == 2 else title, fontsize=8)
-                    ax.axis("off")
-            fig.tight_layout()
-            fig.savefig(self.output_dir / "overlays.png", dpi=100)
-            plt.close(fig)
+            self._overlay_figure(plt)
         fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(self.class_names), 3.5))
         data = [[c["voxel"]["per_class"][str(k)]["dice"] for c in self.cases] for k in self.class_names]
         ax.boxplot(data)
@@ -245,4 +231,30 @@ class SegmentationReport:
         ax.set_ylim(0, 1)
         fig.tight_layout()
         fig.savefig(self.output_dir / "boxplot_dice.png", dpi=100)
+        plt.close(fig)
+
+    def _overlay_figure(self, plt) -> None:
+        """Image, ground truth and prediction of the best, median and worst case by mean Dice."""
+        order = np.argsort([c["voxel"]["mean"]["dice"] for c in self.cases])
+        picks = [("best", order[-1]), ("median", order[len(order) // 2]), ("worst", order[0])]
+        fig, axes = plt.subplots(len(picks), 3, figsize=(9, 3 * len(picks)), squeeze=False)
+        colour_max = max(max(self.class_names) + 1, 10) - 1
+        for row, (tag, index) in enumerate(picks):
+            image, ref, pred = self._overlays[index]
+            case = self.cases[index]
+            titles = (
+                f"{tag}: {case['case']}",
+                "ground truth",
+                f"prediction (Dice {case['voxel']['mean']['dice']:.3f})",
+            )
+            for col, mask in enumerate((None, ref, pred)):
+                ax = axes[row][col]
+                ax.imshow(image.T, cmap="gray", origin="lower")
+                if mask is not None:
+                    overlay = np.ma.masked_equal(mask.T, 0)
+                    ax.imshow(overlay, cmap="tab10", vmin=0, vmax=colour_max, alpha=0.5, origin="lower")
+                ax.set_title(titles[col], fontsize=8)
+                ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(self.output_dir / "overlays.png", dpi=100)
         plt.close(fig)

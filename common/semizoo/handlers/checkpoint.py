@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
+from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import optional_import
 
@@ -31,7 +32,7 @@ __all__ = ["RNGState", "latest_checkpoint", "ResumeHandler", "TrainingCheckpoint
 logger = logging.getLogger(__name__)
 
 
-class _AtomicDiskSaver:
+class _AtomicDiskSaver(DiskSaver):
     """ignite ``DiskSaver`` writing to a temporary file then renaming it (atomic), with an optional fixed name.
 
     ignite's atomic mode creates the file with mode 0600; it is widened to 0644 (what MONAI's non-atomic saver
@@ -39,18 +40,18 @@ class _AtomicDiskSaver:
     """
 
     def __init__(self, dirname: str, filename: str | None = None) -> None:
-        from ignite.handlers import DiskSaver
-
-        self._saver = DiskSaver(dirname=dirname, require_empty=False, atomic=True)
-        self.dirname, self.filename = dirname, filename
+        super().__init__(dirname=dirname, require_empty=False, atomic=True)
+        self.filename = filename
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         name = self.filename or filename
-        self._saver(checkpoint, name, metadata)
-        os.chmod(os.path.join(self.dirname, name), 0o644)
+        super().__call__(checkpoint, name, metadata)
+        path = os.path.join(self.dirname, name)
+        if os.path.exists(path):  # only rank 0 writes under DDP
+            os.chmod(path, 0o644)
 
     def remove(self, filename: str) -> None:
-        self._saver.remove(self.filename or filename)
+        super().remove(self.filename or filename)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
