@@ -147,3 +147,43 @@ def test_load_split_resolves_paths_and_handles_missing_lists(tmp_path, caplog):
     with pytest.raises(DataError, match="lab3.json: no 'test' list"):
         load_split(datalist, "test")
     assert load_split(datalist, "labeled", base_dir="/x")[0]["image"] == "/x/data/a.h5"
+
+
+def _write_h5(path: Path, image: np.ndarray, label: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f["image"], f["label"] = image, label
+
+
+def test_prepare_acdc_from_the_ssl4mis_layout(tmp_path):
+    root = tmp_path / "ACDC"
+    rng = np.random.default_rng(0)
+    for number in range(1, 6):
+        for frame in (1, 2):
+            label = np.zeros((3, 16, 16), np.uint8)
+            label[:, 4:10, 4:10] = frame
+            _write_h5(root / "data" / f"patient{number:03d}_frame{frame:02d}.h5", rng.random((3, 16, 16)), label)
+    (root / "train_slices.list").write_text("patient001_frame01_slice_1\n")
+    report = prepare("acdc", root, tmp_path / "out", split="scaled")
+    assert report["layout"] == "ssl4mis"
+    full = json.loads((tmp_path / "out" / "datalists" / "full.json").read_text())
+    assert len(full["labeled"]) == report["patients"]["train"] * 2 * 3  # every slice of both frames
+    with h5py.File(tmp_path / "out" / full["labeled"][0]["image"]) as f:
+        assert f["image"].shape == (16, 16) and "spacing" not in f.attrs  # SSL4MIS files carry no spacing
+
+
+def test_prepare_la_from_the_uamt_layout_copies_without_cropping(tmp_path):
+    root = tmp_path / "LA" / "2018LA_Seg_Training Set"
+    rng = np.random.default_rng(1)
+    ids = [f"CASE{i:016d}" for i in range(5)]
+    for case in ids:
+        label = np.zeros((40, 36, 16), np.uint8)
+        label[10:20, 10:20, 4:10] = 1
+        _write_h5(root / case / "mri_norm2.h5", rng.normal(size=(40, 36, 16)).astype(np.float32), label)
+    report = prepare("la", tmp_path / "LA", tmp_path / "out", split="scaled")
+    assert report["layout"] == "uamt" and report["warnings"]
+    lab4 = json.loads((tmp_path / "out" / "datalists" / "lab4.json").read_text())
+    entry = lab4["labeled"][0]
+    assert entry["patient"] in ids and entry["spacing"] == [0.625, 0.625, 0.625]
+    with h5py.File(tmp_path / "out" / entry["image"]) as f, h5py.File(root / entry["patient"] / "mri_norm2.h5") as g:
+        assert np.array_equal(f["image"][()], g["image"][()]) and np.array_equal(f["label"][()], g["label"][()])

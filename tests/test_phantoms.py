@@ -152,10 +152,10 @@ def test_refuses_foreign_directory_and_regenerates_own(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------- budgets
 @pytest.mark.parametrize("runs", ["acdc_runs", "la_runs"])
-def test_test_preset_time_and_size_budget(request, runs):
+def test_test_preset_size_budget(request, runs):
+    """The test preset stays small on disk (its time is a benchmark figure, not a test: CI machines vary)."""
     run = request.getfixturevalue(runs)
     size = sum(p.stat().st_size for p in (run["root"] / "a").rglob("*") if p.is_file())
-    assert run["seconds"] < 2.0, f"test preset took {run['seconds']:.2f} s"
     assert size < 5 * 2**20, f"test preset wrote {size / 2**20:.2f} MiB"
 
 
