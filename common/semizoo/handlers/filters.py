@@ -8,7 +8,7 @@ __all__ = ["every"]
 
 
 def every(interval: int) -> Callable[[Any, int], bool]:
-    """``filter(engine, event) -> bool`` that is true every ``interval`` events (e.g. ``StatsHandler.iteration_log``)."""
+    """A ``filter(engine, event) -> bool`` true every ``interval`` events (e.g. ``StatsHandler.iteration_log``)."""
     if interval < 1:
         raise ValueError(f"interval must be >= 1, got {interval}.")
 

@@ -2,6 +2,7 @@
 
 from .base import Method, create, register, registered, unwrap
 from .mean_teacher import MeanTeacher
+from .ssnet import SSNet
 from .supervised import Supervised
 
-__all__ = ["Method", "create", "register", "registered", "unwrap", "MeanTeacher", "Supervised"]
+__all__ = ["Method", "create", "register", "registered", "unwrap", "MeanTeacher", "SSNet", "Supervised"]
