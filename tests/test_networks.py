@@ -145,3 +145,22 @@ def test_old_checkpoints_without_batch_counters_load():
     official = {k: v for k, v in _official_state_dict("ua_mt_vnet").items() if "num_batches_tracked" not in k}
     model = load_official_weights(UAMTVNet(1, 2), official)
     assert torch.equal(model.head.weight, official["out_conv.weight"])
+
+
+@pytest.mark.parametrize(
+    "bundle, keys", [("ssnet_acdc_segmentation", "ssnet_acdc"), ("ssnet_la_segmentation", "ssnet_la")]
+)
+def test_convert_official_checkpoint_into_an_ssnet_bundle(bundle, keys, tmp_path):
+    from semizoo.cli import main
+    from semizoo.networks import SSNetNetwork
+
+    official = _official_state_dict(keys, seed=2)
+    torch.save(official, tmp_path / "best.pth")
+    assert (
+        main(["convert-official", str(tmp_path / "best.pth"), "--bundle", bundle, "--out", str(tmp_path / "m.pt")]) == 0
+    )
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    backbone = SSL4MISUNet(1, 4) if "acdc" in bundle else UAMTVNet(1, 2)
+    network = SSNetNetwork(backbone, 4 if "acdc" in bundle else 2)
+    network.load_state_dict(state)
+    _assert_loaded_in_creation_order(network, official)

@@ -55,6 +55,13 @@ class Commands:
 
         return validate_datalist(datalist)
 
+    def convert_official(self, checkpoint: str, bundle: str, out: str | None = None) -> str:
+        """Load an official UA-MT/SSL4MIS/SS-Net CHECKPOINT into BUNDLE's network and write models/model.pt."""
+        from .convert import bundle_path, convert_official_checkpoint
+
+        target = out or str(bundle_path(bundle) / "models" / "model.pt")
+        return f"wrote {convert_official_checkpoint(checkpoint, bundle, target)}"
+
     def quickstart(
         self,
         out: str = "runs/quickstart",
