@@ -62,6 +62,20 @@ class Commands:
         target = out or str(bundle_path(bundle) / "models" / "model.pt")
         return f"wrote {convert_official_checkpoint(checkpoint, bundle, target)}"
 
+    def benchmark(
+        self,
+        bundles: Sequence[str] | str = ("meanteacher_acdc_segmentation", "ssnet_acdc_segmentation"),
+        overrides: Sequence[str] | str = ("configs/quickstart.json",),
+        out: str | None = None,
+        iterations: int = 10,
+    ) -> None:
+        """Seconds per training step of each bundle's method vs its labeled-only step (same batch), side by side."""
+        from .benchmark import run_benchmark
+
+        bundles = (bundles,) if isinstance(bundles, str) else tuple(bundles)
+        overrides = (overrides,) if isinstance(overrides, str) else tuple(overrides)
+        run_benchmark(bundles, [o.removeprefix("configs/") for o in overrides], out=out, iterations=iterations)
+
     def quickstart(
         self,
         out: str = "runs/quickstart",
@@ -70,12 +84,15 @@ class Commands:
         cases: int = 40,
         size: int = 64,
         setting: str = "lab3",
+        bundle: str = "meanteacher_acdc_segmentation",
+        method: str = "mean_teacher",
     ) -> None:
-        """Phantom ACDC: labeled-only vs Mean Teacher, trained and evaluated through the bundle; prints a table."""
+        """Phantom ACDC: labeled-only vs a bundle's method (Mean Teacher by default), trained and evaluated through
+        the bundle runner; prints a results table."""
         from .quickstart import run_quickstart
 
         seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
-        run_quickstart(out, seeds=seeds, iterations=iterations, cases=cases, size=size, setting=setting)
+        run_quickstart(out, seeds, iterations, cases, size, setting, method=method, bundle=bundle)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
