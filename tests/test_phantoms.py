@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -63,29 +62,23 @@ NORMALISATIONS = {
 }
 
 
-def _timed(dataset: str, out: Path, **kwargs) -> tuple[dict, float]:
-    start = time.perf_counter()
-    manifest = generate(dataset, out, **kwargs)
-    return manifest, time.perf_counter() - start
+def _three_runs(tmp_path_factory, dataset: str) -> dict:
+    """Three cases, the full test preset, and the full preset again (for determinism checks)."""
+    root = tmp_path_factory.mktemp(dataset)
+    small = generate(dataset, root / "small", cases=3)
+    full = generate(dataset, root / "a")
+    again = generate(dataset, root / "b")
+    return {"root": root, "small": small, "manifest": full, "again": again}
 
 
 @pytest.fixture(scope="module")
 def acdc_runs(tmp_path_factory):
-    """Three cases (also a warm-up), the full test preset timed, and the full preset again."""
-    root = tmp_path_factory.mktemp("acdc")
-    small, _ = _timed("acdc", root / "small", cases=3)
-    full, seconds = _timed("acdc", root / "a")
-    again, _ = _timed("acdc", root / "b")
-    return {"root": root, "small": small, "manifest": full, "again": again, "seconds": seconds}
+    return _three_runs(tmp_path_factory, "acdc")
 
 
 @pytest.fixture(scope="module")
 def la_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("la")
-    small, _ = _timed("la", root / "small", cases=3)
-    full, seconds = _timed("la", root / "a")
-    again, _ = _timed("la", root / "b")
-    return {"root": root, "small": small, "manifest": full, "again": again, "seconds": seconds}
+    return _three_runs(tmp_path_factory, "la")
 
 
 def _acdc_frames(root: Path) -> list[dict]:
