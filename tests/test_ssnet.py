@@ -239,3 +239,16 @@ def test_ssnet_network_is_a_scriptable_segmenter():
     x = torch.rand(1, 1, 32, 32)
     scripted = torch.jit.script(network)
     assert torch.allclose(scripted(x), network(x), atol=1e-5)
+
+
+def test_ssnet_state_restores_memory_and_vat_noise(tmp_path):
+    method, _ = _ssnet(rampup_length=0)
+    method.train()
+    method.train_step(*_batches())
+    torch.save(method.state_dict(), tmp_path / "method.pt")
+    expected = torch.rand(4, generator=method.generator)
+    restored, _ = _ssnet(rampup_length=0)
+    restored.load_state_dict(torch.load(tmp_path / "method.pt", weights_only=True))
+    assert torch.equal(torch.rand(4, generator=restored.generator), expected)
+    assert all(torch.equal(a, b) for a, b in zip(restored.memory.rows(), method.memory.rows()))
+    assert restored.memory[3].shape[0] > 0

@@ -155,6 +155,13 @@ class SSNet(Method):
         )
         self.generator = torch.Generator().manual_seed(torch.initial_seed() % (2**63))
 
+    def get_extra_state(self) -> dict[str, Tensor]:
+        """The VAT noise generator's state, so a resumed run draws the same perturbations."""
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
     @property
     def heads(self) -> nn.Module:
         return unwrap(self.network).heads
