@@ -9,6 +9,8 @@ from semizoo.metrics import (
     binary_metrics,
     bootstrap_ci,
     bootstrap_ci_diff,
+    confusion_counts,
+    confusion_summary,
     multiclass_metrics,
 )
 
@@ -162,3 +164,24 @@ def test_paired_bootstrap_difference():
         bootstrap_ci_diff(a, b[:5])
     with pytest.raises(ValueError, match="nan"):
         bootstrap_ci([1.0, math.nan])
+
+
+def test_confusion_counts_and_summary_by_hand():
+    ref = np.array([[0, 0, 1, 1], [2, 2, 2, 0]])
+    pred = np.array([[0, 1, 1, 0], [2, 2, 1, 2]])
+    counts = confusion_counts(pred, ref, 3)
+    # rows = reference, columns = prediction, counted by hand from the arrays above
+    assert counts.tolist() == [[1, 1, 1], [1, 1, 0], [0, 1, 2]]
+    summary = confusion_summary(counts, {1: "a", 2: "b"})
+    assert summary["per_class"]["a"] == {"recall": 0.5, "precision": 1 / 3, "volume_ratio": 1.5}
+    assert summary["per_class"]["b"]["volume_ratio"] == 1.0 and summary["rates"][2] == [0.0, 1 / 3, 2 / 3]
+    empty = confusion_summary(confusion_counts(np.zeros(4, int), np.zeros(4, int), 2), {1: "a"})
+    assert empty["per_class"]["a"] == {"recall": None, "precision": None, "volume_ratio": None}
+    assert empty["rates"][1] == [None, None]
+
+
+def test_confusion_counts_rejects_probabilities_and_shape_mismatch():
+    with pytest.raises(ValueError, match="outside 0..2"):
+        confusion_counts(np.array([0, 3]), np.array([0, 1]), 3)
+    with pytest.raises(ValueError, match="shape"):
+        confusion_counts(np.zeros((2, 2), int), np.zeros((2, 3), int), 2)

@@ -143,5 +143,10 @@ def test_segmentation_report_writes_metrics_csv_and_figures(tmp_path):
     last = multiclass_metrics(*pairs[-1], classes=[1, 2], spacing=(5.0, 1.5, 1.5))
     assert result["cases"][-1]["mm"]["per_class"]["1"]["hd95"] == last["per_class"][1]["hd95"]
     assert result["cases"][-1]["mm"]["mean"]["dice"] == last["mean"]["dice"]
+    # pooled confusion: the same count taken directly from the label maps
+    dropped = sum(int(((ref == 1) & (pred == 0)).sum()) for pred, ref in pairs)
+    assert result["confusion"]["counts"][1][0] == dropped and result["confusion"]["counts"][1][2] == 0
+    rv_voxels = sum(int((ref == 1).sum()) for _, ref in pairs)
+    assert result["confusion"]["per_class"]["rv"]["recall"] == pytest.approx(1 - dropped / rv_voxels)
     assert result["summary"]["voxel"]["dice"]["ci_low"] <= result["summary"]["voxel"]["dice"]["mean"]
     assert result["per_class"]["rv"]["mm"]["dice"]["n"] == 5

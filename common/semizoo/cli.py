@@ -1,4 +1,4 @@
-"""``python -m semizoo <command>``: phantoms, prepare, validate and the quick start (fire CLI)."""
+"""``python -m semizoo <command>``: phantoms, prepare, validate, diagnostics and the quick start (fire CLI)."""
 
 from __future__ import annotations
 
@@ -75,6 +75,29 @@ class Commands:
         bundles = (bundles,) if isinstance(bundles, str) else tuple(bundles)
         overrides = (overrides,) if isinstance(overrides, str) else tuple(overrides)
         run_benchmark(bundles, [o.removeprefix("configs/") for o in overrides], out=out, iterations=iterations)
+
+    def teacher_bias(
+        self,
+        checkpoint: str,
+        datalist: str,
+        bundle: str = "meanteacher_acdc_segmentation",
+        key: str = "unlabeled",
+        size: Sequence[int] | int | None = None,
+        batch_size: int = 4,
+        limit: int | None = None,
+        out: str | None = None,
+    ) -> str:
+        """Per-class predicted area of CHECKPOINT on DATALIST's KEY slices (resized to SIZE, default the bundle's
+        patch_size): eval mode, train mode, and the Mean Teacher target's view (train mode + input noise); with
+        reference labels when the slices have them."""
+        from .diagnostics import teacher_bias_report
+
+        size = (size, size) if isinstance(size, int) else size
+        text = json.dumps(teacher_bias_report(bundle, checkpoint, datalist, key, size, batch_size, limit), indent=4)
+        if out:
+            with open(out, "w") as handle:
+                handle.write(text + "\n")
+        return text
 
     def quickstart(
         self,

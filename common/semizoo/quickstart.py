@@ -22,7 +22,7 @@ import numpy as np
 
 from .metrics.bootstrap import bootstrap_ci_diff
 
-__all__ = ["run_quickstart", "results_table", "REPO_ROOT"]
+__all__ = ["run_quickstart", "results_table", "per_class_table", "REPO_ROOT"]
 
 logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -166,4 +166,28 @@ def results_table(results: dict[str, Any]) -> str:
                         f"- {model} − labeled_only, seed {seed}, {checkpoint}: "
                         f"{100 * diff:+.2f} Dice points (95% CI {100 * low:+.2f} to {100 * high:+.2f})"
                     )
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + per_class_table(results))
+
+
+def per_class_table(results: dict[str, Any]) -> list[str]:
+    """Per-class Dice and predicted/reference volume (pooled voxels): where a class-mean difference comes from."""
+    first = next(iter(next(iter(results["runs"].values())).values()))[0]
+    names = list(first["per_class"])
+    lines = [
+        "Per class: mean Dice % over test cases / predicted÷reference volume (voxels pooled over the test cases; "
+        "< 1 = under-segmented).",
+        "",
+        "| model | seed | checkpoint | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for model, by_checkpoint in results["runs"].items():
+        for checkpoint, reports in by_checkpoint.items():
+            for report in reports:
+                cells = []
+                for name in names:
+                    dice = 100 * report["per_class"][name]["voxel"]["dice"]["mean"]
+                    volume = report.get("confusion", {}).get("per_class", {}).get(name, {}).get("volume_ratio")
+                    cells.append(f"{dice:.1f} / " + ("n/a" if volume is None else f"{volume:.2f}"))
+                seed = report["settings"].get("seed")
+                lines.append(f"| {model} | {seed} | {checkpoint} | " + " | ".join(cells) + " |")
+    return lines

@@ -5,7 +5,8 @@ Attached to a MONAI ``SupervisedEvaluator`` (evaluate.json's ``validate#handlers
 ``pixdim``), then writes under ``output_dir/<checkpoint stem>/`` (evaluation.md, "Protocol"):
 
 - ``metrics.json``: the convention, per unit and metric the mean over cases with std and bootstrap 95 % CI
-  (:func:`semizoo.metrics.bootstrap_ci`), the same per class, and every case;
+  (:func:`semizoo.metrics.bootstrap_ci`), the same per class, the voxel confusion matrix pooled over cases (with
+  per-class recall, precision and predicted/reference volume), and every case;
 - ``metrics.csv``: one row per case, unit and class;
 - ``overlays.png`` (image, ground truth and prediction of the best, median and worst case by mean Dice) and
   ``boxplot_dice.png`` (per-class Dice over cases).
@@ -25,6 +26,7 @@ import numpy as np
 from monai.utils import optional_import
 
 from ..metrics.bootstrap import bootstrap_ci
+from ..metrics.confusion import confusion_counts, confusion_summary
 from ..metrics.segmentation import METRIC_NAMES, multiclass_metrics
 
 if TYPE_CHECKING:
@@ -115,7 +117,9 @@ class SegmentationReport:
         self.empty, self.slice_axis, self.settings = empty, int(slice_axis), dict(settings or {})
         self.keys = (pred_key, label_key, image_key, spacing_key)
         self.n_resamples, self.seed, self.figures = n_resamples, seed, figures
+        self.num_labels = max(self.class_names, default=0) + 1
         self.cases: list[dict] = []
+        self.confusion = np.zeros((self.num_labels, self.num_labels), dtype=np.int64)
         self._overlays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -125,6 +129,7 @@ class SegmentationReport:
 
     def reset(self, engine: Engine | None = None) -> None:
         self.cases, self._overlays = [], []
+        self.confusion = np.zeros((self.num_labels, self.num_labels), dtype=np.int64)
 
     def collect(self, engine: Engine) -> None:
         pred_key, label_key, image_key, spacing_key = self.keys
@@ -147,10 +152,19 @@ class SegmentationReport:
                 "per_class": {str(c): scores["per_class"][c] for c in self.class_names},
                 "mean": scores["mean"],
             }
+        self._grow_confusion(int(max(pred.max(initial=0), ref.max(initial=0))) + 1)
+        self.confusion += confusion_counts(pred, ref, len(self.confusion))
         self.cases.append(case)
         if image is not None and self.figures:
             self._overlays.append(self._slices(image, ref, pred))
         return case
+
+    def _grow_confusion(self, size: int) -> None:
+        """Widen the confusion matrix for labels beyond the named classes (e.g. a background stored last)."""
+        if size > len(self.confusion):
+            grown = np.zeros((size, size), dtype=np.int64)
+            grown[: len(self.confusion), : len(self.confusion)] = self.confusion
+            self.confusion = grown
 
     def _spacing(self, entry_spacing: Any, label: Any, ndim: int) -> tuple[float, ...] | None:
         if entry_spacing is not None:
@@ -190,6 +204,7 @@ class SegmentationReport:
             },
             "settings": self.settings,
             **summarise(self.cases, self.class_names, self.n_resamples, self.seed),
+            "confusion": confusion_summary(self.confusion, self.class_names),
             "cases": self.cases,
         }
         (self.output_dir / "metrics.json").write_text(json.dumps(report, indent=4) + "\n")

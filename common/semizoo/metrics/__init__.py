@@ -1,6 +1,7 @@
 """Segmentation metrics with medpy's conventions, bootstrap CIs and MONAI metric handlers (evaluation.md)."""
 
 from .bootstrap import bootstrap_ci, bootstrap_ci_diff
+from .confusion import confusion_counts, confusion_summary
 from .handlers import SegmentationMetric, SegmentationMetricHandler
 from .segmentation import METRIC_NAMES, binary_metrics, multiclass_metrics, surface_distances
 
@@ -11,6 +12,8 @@ __all__ = [
     "surface_distances",
     "bootstrap_ci",
     "bootstrap_ci_diff",
+    "confusion_counts",
+    "confusion_summary",
     "SegmentationMetric",
     "SegmentationMetricHandler",
 ]

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+from semizoo.engines import SegmentationReport
+from semizoo.quickstart import results_table
+
+
+def _report(tmp_path, name, shrink_rv: bool, seed: int = 0) -> dict:
+    """Three 2-class cases: the reference has an 8x8 'rv' and 8x8 'lv'; the prediction keeps or halves 'rv'."""
+    report = SegmentationReport(tmp_path / name, {"1": "rv", "2": "lv"}, figures=False, settings={"seed": seed})
+    for index in range(3):
+        ref = np.zeros((2, 24, 24), np.int64)
+        ref[:, 2:10, 2:10], ref[:, 12:20, 12:20] = 1, 2
+        pred = ref.copy()
+        if shrink_rv:
+            pred[:, 2:10, 2:6] = 0
+        report.add_case(f"case{index}", pred, ref, (5.0, 1.5, 1.5))
+    return report.write()
+
+
+def test_results_table_reports_paired_difference_and_per_class_volumes(tmp_path):
+    lower, method = _report(tmp_path, "lo", shrink_rv=False), _report(tmp_path, "mt", shrink_rv=True)
+    results = {
+        "setting": "lab3",
+        "iterations": 10,
+        "cases": 3,
+        "size": 24,
+        "runs": {"labeled_only": {"model.pt": [lower]}, "mean_teacher": {"model.pt": [method]}},
+    }
+    table = results_table(results)
+    # halving the rv: Dice 2*32/(64+32) = 2/3 per slice, volume ratio 0.5; lv untouched
+    assert "| mean_teacher | 0 | model.pt | 66.7 / 0.50 | 100.0 / 1.00 |" in table
+    assert "| labeled_only | 0 | model.pt | 100.0 / 1.00 | 100.0 / 1.00 |" in table
+    # class-mean Dice drops by (1 - 2/3) / 2 on every case: the paired difference is exact, its CI degenerate
+    expected = 100 * (1 - 2 / 3) / 2
+    assert f"mean_teacher − labeled_only, seed 0, model.pt: {-expected:+.2f} Dice points" in table
+    assert lower["confusion"]["per_class"]["rv"]["volume_ratio"] == pytest.approx(1.0)
