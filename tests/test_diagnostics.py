@@ -15,7 +15,7 @@ class Threshold(nn.Module):
     """Class 1 where the input exceeds 0.5, class 0 elsewhere (a step, so noise flips pixels near 0.5)."""
 
     def forward(self, x):
-        return torch.cat([torch.zeros_like(x), 1000.0 * (x - 0.5)], dim=1)
+        return torch.cat([torch.zeros_like(x), 1e6 * (x - 0.5)], dim=1)
 
 
 def test_teacher_view_matches_the_gaussian_tail():
@@ -32,6 +32,17 @@ def test_teacher_view_matches_the_gaussian_tail():
     # clipping at 0.04 < 0.05 leaves every pixel above the threshold
     clipped = teacher_view_areas(Threshold(), images, 2, noise_std=0.1, noise_clip=0.04)
     assert clipped["areas"]["teacher"] == [0, 8 * 32 * 32] and "reference" not in clipped
+
+
+def test_averaged_draws_follow_the_binomial_majority():
+    images = torch.full((8, 1, 32, 32), 0.55)
+    result = teacher_view_areas(Threshold(), images, 2, noise_std=0.1, noise_clip=0.2, draws=7)
+    # averaging 7 (hard) draws before the argmax keeps class 1 when at least 4 of them are above the threshold
+    q = 0.5 * (1 + math.erf(0.5 / math.sqrt(2)))
+    expected = sum(math.comb(7, k) * q**k * (1 - q) ** (7 - k) for k in range(4, 8))
+    assert result["draws"] == 7 and result["noise_effect"][1] == pytest.approx(expected, abs=0.02)
+    with pytest.raises(ValueError, match="draws"):
+        teacher_view_areas(Threshold(), images, 2, draws=0)
 
 
 def test_teacher_view_leaves_the_network_untouched():

@@ -84,16 +84,19 @@ class Commands:
         key: str = "unlabeled",
         size: Sequence[int] | int | None = None,
         batch_size: int = 4,
+        draws: int = 1,
         limit: int | None = None,
         out: str | None = None,
     ) -> str:
         """Per-class predicted area of CHECKPOINT on DATALIST's KEY slices (resized to SIZE, default the bundle's
         patch_size): eval mode, train mode, and the Mean Teacher target's view (train mode + input noise); with
-        reference labels when the slices have them."""
+        reference labels when the slices have them. DRAWS > 1 averages that many dropout/noise draws (the expected
+        target)."""
         from .diagnostics import teacher_bias_report
 
         size = (size, size) if isinstance(size, int) else size
-        text = json.dumps(teacher_bias_report(bundle, checkpoint, datalist, key, size, batch_size, limit), indent=4)
+        report = teacher_bias_report(bundle, checkpoint, datalist, key, size, batch_size, limit, draws=draws)
+        text = json.dumps(report, indent=4)
         if out:
             with open(out, "w") as handle:
                 handle.write(text + "\n")

@@ -27,19 +27,29 @@ VIEWS = ("eval", "train", "teacher")
 
 
 def _view_counts(
-    network: nn.Module, images: torch.Tensor, num_classes: int, view: str, noise: tuple[float, float], batch: int, seed
-):
+    network: nn.Module,
+    images: torch.Tensor,
+    num_classes: int,
+    view: str,
+    noise: tuple[float, float],
+    batch: int,
+    draws: int,
+    seed: int,
+) -> np.ndarray:
     counts = np.zeros(num_classes, dtype=np.int64)
     generator = torch.Generator(device=images.device).manual_seed(seed)
     network.train(view != "eval")
     with torch.no_grad(), torch.random.fork_rng(devices=[] if images.device.type == "cpu" else [images.device]):
         torch.manual_seed(seed)  # dropout masks
         for start in range(0, len(images), batch):
-            chunk = images[start : start + batch]
-            if view == "teacher":
-                draw = torch.randn(chunk.shape, generator=generator, device=chunk.device, dtype=chunk.dtype)
-                chunk = chunk + torch.clamp(draw * noise[0], -noise[1], noise[1])
-            labels = network(chunk).argmax(1)
+            chunk, probabilities = images[start : start + batch], 0.0
+            for _ in range(1 if view == "eval" else draws):
+                inputs = chunk
+                if view == "teacher":
+                    draw = torch.randn(chunk.shape, generator=generator, device=chunk.device, dtype=chunk.dtype)
+                    inputs = chunk + torch.clamp(draw * noise[0], -noise[1], noise[1])
+                probabilities = probabilities + torch.softmax(network(inputs), dim=1)
+            labels = probabilities.argmax(1)
             counts += np.bincount(labels.flatten().cpu().numpy(), minlength=num_classes)[:num_classes]
     return counts
 
@@ -52,20 +62,25 @@ def teacher_view_areas(
     noise_std: float = 0.1,
     noise_clip: float = 0.2,
     batch_size: int = 4,
+    draws: int = 1,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Predicted voxels per class of ``network`` on ``images`` (N, C, *spatial) under the three :data:`VIEWS`.
 
     The network is copied, so its weights and batch-norm running statistics are untouched. ``batch_size`` matters in
-    train mode (batch statistics): use the method's unlabelled batch size. Returns ``areas`` (view -> counts per
+    train mode (batch statistics): use the method's unlabelled batch size. ``draws > 1`` averages the softmax of that
+    many dropout/noise draws before the argmax in the train and teacher views: the *expected* target, which is what a
+    student fitting it with a squared error learns over many iterations. Returns ``areas`` (view -> counts per
     class), ``noise_effect`` (teacher / train area per class: the bias the noise alone adds) and, with ``labels``,
     ``reference`` counts and ``ratio_to_reference`` (view -> predicted / reference per class).
     """
     if images.dim() < 3:
         raise ValueError(f"images must be (N, C, *spatial), got shape {tuple(images.shape)}.")
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}.")
     probe = copy.deepcopy(network)
     areas = {
-        view: _view_counts(probe, images, num_classes, view, (noise_std, noise_clip), batch_size, seed)
+        view: _view_counts(probe, images, num_classes, view, (noise_std, noise_clip), batch_size, draws, seed)
         for view in VIEWS
     }
 
@@ -78,6 +93,7 @@ def teacher_view_areas(
             "train": "clean input, train mode (dropout, batch-statistics BN)",
             "teacher": f"train mode + clamp(N(0, {noise_std}^2), ±{noise_clip}) input noise (Mean Teacher target)",
         },
+        "draws": draws,
         "areas": {view: counts.tolist() for view, counts in areas.items()},
         "noise_effect": ratio(areas["teacher"], areas["train"]),
     }
@@ -128,6 +144,7 @@ def teacher_bias_report(
     limit: int | None = None,
     noise_std: float = 0.1,
     noise_clip: float = 0.2,
+    draws: int = 1,
 ) -> dict[str, Any]:
     """:func:`teacher_view_areas` of a bundle's network (``configs/inference.json`` ``network_def``) from
     ``checkpoint`` on list ``key`` of ``datalist`` (2D slices, resized to ``size``, default the bundle's
@@ -144,7 +161,7 @@ def teacher_bias_report(
     size = list(size) if size is not None else list(parser.get_parsed_content("patch_size"))
     images, labels = _load_slices(datalist, key, size, limit)
     num_classes = int(parser.get_parsed_content("num_classes"))
-    result = teacher_view_areas(network, images, num_classes, labels, noise_std, noise_clip, batch_size)
+    result = teacher_view_areas(network, images, num_classes, labels, noise_std, noise_clip, batch_size, draws)
     result["inputs"] = {"bundle": str(root), "checkpoint": os.fspath(checkpoint), "datalist": os.fspath(datalist)}
     result["inputs"].update({"list": key, "slices": len(images), "size": size, "batch_size": batch_size})
     result["class_names"] = parser.get("class_names")
