@@ -4,7 +4,8 @@
 lower bound and Mean Teacher) and seed trains ``bundles/meanteacher_acdc_segmentation`` through
 ``python -m monai.bundle run training`` with the quick-start override (evaluation.md's budget-compression rule:
 N = 2000 iterations, 64×64 slices, batch 4+4), evaluates both checkpoints on the test split with ``evaluate.json``
-and prints a Markdown results table with bootstrap CIs and the paired CI of the Dice difference.
+and prints a Markdown results table with bootstrap CIs, the paired CI of the Dice difference and a per-class table
+(Dice and predicted/reference volume).
 """
 
 from __future__ import annotations
