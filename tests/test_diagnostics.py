@@ -1,6 +1,7 @@
 import json
 import math
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -67,3 +68,18 @@ def test_teacher_bias_command_on_phantom_slices(tmp_path):
     assert report["inputs"]["slices"] == 8 and report["inputs"]["size"] == [32, 32]
     assert sum(report["reference"]) == sum(report["areas"]["eval"]) == 8 * 32 * 32
     assert report["class_names"]["1"] == "rv"
+
+
+def test_teacher_bias_command_without_labels_in_the_slices(tmp_path):
+    prepared = prepared_phantoms(tmp_path, "acdc")
+    datalist = prepared / "datalists/lab3.json"
+    for entry in json.loads(datalist.read_text())["unlabeled"][:4]:
+        with h5py.File(prepared / entry["image"], "a") as handle:
+            del handle["label"]
+    checkpoint = tmp_path / "model.pt"
+    torch.save(SSL4MISUNet(in_channels=1, out_channels=4).state_dict(), checkpoint)
+    out = tmp_path / "bias.json"
+    args = ["teacher-bias", "--checkpoint", str(checkpoint), "--datalist", str(datalist), "--size", "32"]
+    assert main(args + ["--limit", "4", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert "reference" not in report and sum(report["areas"]["teacher"]) == 4 * 32 * 32

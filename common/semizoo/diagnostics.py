@@ -108,15 +108,20 @@ def teacher_view_areas(
 def _load_slices(datalist: str | os.PathLike, key: str, size: Sequence[int] | None, limit: int | None):
     from scipy import ndimage
 
-    from .data import load_split
+    from .data import DataError, load_split
     from .data.hdf5 import read_h5
 
     entries = load_split(datalist, key)[:limit]
     images, labels = [], []
     for entry in entries:
         image, _ = read_h5(entry["image"], "image")
-        label_path = entry.get("label", entry["image"])
-        label = read_h5(label_path, "label")[0] if _has_label(label_path) else None
+        if "label" in entry:
+            label = read_h5(entry["label"], "label")[0]
+        else:  # an unlabelled entry: its file may still hold a label (phantoms, SSL4MIS slices)
+            try:
+                label = read_h5(entry["image"], "label")[0]
+            except DataError:
+                label = None
         if image.ndim != 2:
             raise ValueError(f"{entry['image']}: teacher-bias reads 2D slices, got a {image.ndim}-D image")
         factors = None if size is None else [s / d for s, d in zip(size, image.shape)]
@@ -125,13 +130,6 @@ def _load_slices(datalist: str | os.PathLike, key: str, size: Sequence[int] | No
             labels.append(label if factors is None else ndimage.zoom(label, factors, order=0))
     stacked = torch.as_tensor(np.stack(images)[:, None].astype(np.float32))
     return stacked, (np.stack(labels) if len(labels) == len(images) else None)
-
-
-def _has_label(path: str) -> bool:
-    import h5py
-
-    with h5py.File(path, "r") as handle:
-        return "label" in handle
 
 
 def teacher_bias_report(
