@@ -4,72 +4,7 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
-from semizoo.handlers import (
-    EMATeacherHandler,
-    RNGState,
-    ema_decay,
-    ema_update_,
-    latest_checkpoint,
-    poly_lr,
-    poly_scheduler,
-    step_lr,
-    step_scheduler,
-)
-
-
-def _lrs(scheduler, optimizer, n):
-    values = []
-    for _ in range(n):
-        values.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return values
-
-
-def test_poly_scheduler_matches_ssl4mis_formula():
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
-    values = _lrs(poly_scheduler(optimizer, max_iterations=50, power=0.9), optimizer, 50)
-    expected = [0.01 * (1 - i / 50) ** 0.9 for i in range(50)]
-    assert values == pytest.approx(expected, rel=1e-6)
-    assert [poly_lr(i, 0.01, 50) for i in range(50)] == pytest.approx(expected, rel=1e-12)
-
-
-def test_step_scheduler_matches_uamt_formula():
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
-    values = _lrs(step_scheduler(optimizer, step_size=25, gamma=0.1), optimizer, 60)
-    assert values[:25] == pytest.approx([0.01] * 25)
-    assert values[25:50] == pytest.approx([1e-3] * 25)
-    assert values[50:] == pytest.approx([1e-4] * 10)
-    assert step_lr(2499, 0.01, 2500) == 0.01 and step_lr(2500, 0.01, 2500) == pytest.approx(1e-3)
-
-
-def test_ema_update_formula_with_warmup():
-    student, teacher = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
-    student.register_buffer("counter", torch.ones(1))
-    teacher.register_buffer("counter", torch.zeros(1))
-    before = teacher.weight.detach().clone()
-    assert ema_decay(0, 0.99) == 0.0 and ema_decay(1, 0.99) == 0.5 and ema_decay(10_000, 0.99) == 0.99
-    ema_update_(teacher, student, ema_decay(3, 0.99))
-    expected = 0.75 * before + 0.25 * student.weight.detach()
-    assert torch.allclose(teacher.weight, expected)
-    assert teacher.counter.item() == 0.0  # buffers are not averaged
-    ema_update_(teacher, student, ema_decay(0, 0.99))
-    assert torch.equal(teacher.weight, student.weight)
-
-
-def test_ema_handler_updates_after_each_iteration():
-    student, teacher = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
-    start = teacher.weight.detach().clone()
-    engine = Engine(lambda e, b: None)
-    EMATeacherHandler(teacher, student, decay=0.9, warmup=False).attach(engine)
-    engine.run([0, 1], max_epochs=1)
-    expected = 0.81 * start + (1 - 0.81) * student.weight.detach()
-    assert torch.allclose(teacher.weight, expected, atol=1e-6)
-
-
-def test_ema_mismatch_raises():
-    with pytest.raises(ValueError, match="parameters differ"):
-        ema_update_(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 2)), 0.5)
+from semizoo.handlers import RNGState, latest_checkpoint
 
 
 def test_rng_state_round_trip_through_weights_only_load(tmp_path):
@@ -122,3 +57,49 @@ def test_every_filters_events():
     assert [i for i in range(1, 201) if keep(None, i)] == [50, 100, 150, 200]
     with pytest.raises(ValueError, match="interval"):
         every(0)
+
+
+def test_scheduled_validation_starts_at_start_then_every_interval():
+    from semizoo.handlers import ScheduledValidationHandler
+
+    validator_runs = []
+
+    class _Validator:
+        def run(self, epoch):
+            validator_runs.append(trainer.state.iteration)
+
+    trainer = Engine(lambda e, b: None)
+    handler = ScheduledValidationHandler(interval=200, start=2000)
+    handler.validator = _Validator()  # a stand-in for a MONAI Evaluator (the setter checks the type)
+    handler.attach(trainer)
+    trainer.run(range(2500), max_epochs=1)  # iterations 1..2500
+    assert validator_runs == [2000, 2200, 2400]
+    with pytest.raises(ValueError, match="start"):
+        ScheduledValidationHandler(interval=2, start=-1)
+
+
+def test_main_process_handlers_keeps_all_without_ddp_and_drops_writers_on_other_ranks(monkeypatch):
+    from monai.handlers import CheckpointSaver, LrScheduleHandler, StatsHandler, TensorBoardStatsHandler
+    from semizoo.handlers import AtomicCheckpointSaver, NaNGuard, TrainingCheckpointer, main_process_handlers
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    keep = [
+        NaNGuard(),
+        LrScheduleHandler(torch.optim.lr_scheduler.StepLR(optimizer, 1), print_lr=False),
+        TrainingCheckpointer("/nonexistent", {}),
+    ]
+    writers = [
+        StatsHandler(),
+        TensorBoardStatsHandler.__new__(TensorBoardStatsHandler),
+        CheckpointSaver("/nonexistent", {"x": optimizer}),
+        AtomicCheckpointSaver("/nonexistent", {"x": optimizer}),
+    ]
+    handlers = [writers[0], keep[0], writers[1], keep[1], writers[2], keep[2], writers[3]]
+    assert main_process_handlers(handlers) == handlers and main_process_handlers(None) == []
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    assert main_process_handlers(handlers) == keep
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    assert main_process_handlers(handlers) == handlers

@@ -185,3 +185,20 @@ def test_confusion_counts_rejects_probabilities_and_shape_mismatch():
         confusion_counts(np.array([0, 3]), np.array([0, 1]), 3)
     with pytest.raises(ValueError, match="shape"):
         confusion_counts(np.zeros((2, 2), int), np.zeros((2, 3), int), 2)
+
+
+def test_binary_metrics_computes_only_what_is_asked(monkeypatch):
+    import semizoo.metrics.segmentation as segmentation
+
+    pred, ref = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    pred[2:6, 2:6], ref[3:7, 3:7] = True, True
+    full = binary_metrics(pred, ref)
+
+    def _no_surfaces(*args, **kwargs):
+        raise AssertionError("surfaces extracted for an overlap-only request")
+
+    monkeypatch.setattr(segmentation, "surface_distances", _no_surfaces)
+    assert binary_metrics(pred, ref, metrics=("dice",)) == {"dice": full["dice"]} == {"dice": 2 * 9 / 32}
+    assert binary_metrics(pred, ~pred & False, metrics=("jaccard",)) == {"jaccard": 0.0}
+    with pytest.raises(ValueError, match="subset"):
+        binary_metrics(pred, ref, metrics=("dice", "hausdorff"))

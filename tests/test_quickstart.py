@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from semizoo.engines import SegmentationReport
+from semizoo.handlers import SegmentationReport
 from semizoo.quickstart import results_table
 
 

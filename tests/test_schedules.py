@@ -1,7 +1,17 @@
 import math
 
 import pytest
-from semizoo.schedules import linear_rampup, sigmoid_rampup, stepped_sigmoid_rampup, wssdl_alpha
+import torch
+from semizoo.schedules import (
+    linear_rampup,
+    poly_lr,
+    poly_scheduler,
+    sigmoid_rampup,
+    step_lr,
+    step_scheduler,
+    stepped_sigmoid_rampup,
+    wssdl_alpha,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +73,29 @@ def test_linear_rampup():
 )
 def test_wssdl_alpha(step, expected):
     assert wssdl_alpha(step) == pytest.approx(expected, abs=5e-8)
+
+
+def _lrs(scheduler, optimizer, n):
+    values = []
+    for _ in range(n):
+        values.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return values
+
+
+def test_poly_scheduler_matches_ssl4mis_formula():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    values = _lrs(poly_scheduler(optimizer, max_iterations=50, power=0.9), optimizer, 50)
+    expected = [0.01 * (1 - i / 50) ** 0.9 for i in range(50)]
+    assert values == pytest.approx(expected, rel=1e-6)
+    assert [poly_lr(i, 0.01, 50) for i in range(50)] == pytest.approx(expected, rel=1e-12)
+
+
+def test_step_scheduler_matches_uamt_formula():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    values = _lrs(step_scheduler(optimizer, step_size=25, gamma=0.1), optimizer, 60)
+    assert values[:25] == pytest.approx([0.01] * 25)
+    assert values[25:50] == pytest.approx([1e-3] * 25)
+    assert values[50:] == pytest.approx([1e-4] * 10)
+    assert step_lr(2499, 0.01, 2500) == 0.01 and step_lr(2500, 0.01, 2500) == pytest.approx(1e-3)

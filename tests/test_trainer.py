@@ -7,8 +7,9 @@ from monai.handlers import CheckpointSaver, LrScheduleHandler, StatsHandler
 from monai.utils import set_determinism
 from semizoo.data import two_stream_loader
 from semizoo.engines import SemiSupervisedTrainer
-from semizoo.handlers import NaNGuard, NonFiniteLossError, ResumeHandler, RNGState, poly_scheduler
+from semizoo.handlers import NaNGuard, NonFiniteLossError, ResumeHandler, RNGState
 from semizoo.methods import MeanTeacher, Method, Supervised
+from semizoo.schedules import poly_scheduler
 from toy import SquaresDataset, tiny_net
 
 
@@ -137,19 +138,36 @@ class _TwoOptimizers(Method):
 
 
 class _Manual(Method):
+    """Two networks, two optimizers, stepped by the method (the shape of EPL's cross pseudo supervision)."""
+
     manual_optimization = True
 
-    def __init__(self, network):
+    def __init__(self, network, other, nan_at=-1):
         super().__init__(network)
-        self.received = None
+        self.other, self.nan_at, self.received = other, nan_at, None
 
-    def train_step(self, labeled, unlabeled, optimizers=None):
-        self.received = optimizers
-        loss = self.network(labeled["image"]).pow(2).mean()
-        optimizers["optimizer"].zero_grad()
-        loss.backward()
-        optimizers["optimizer"].step()
-        return {"loss": loss.detach()}
+    def train_step(self, labeled, unlabeled, step=None):
+        self.received = step.optimizers
+        step.zero_grad()
+        loss_a = self.network(labeled["image"]).pow(2).mean()
+        loss_b = self.other(labeled["image"]).pow(2).mean()
+        if self.iteration == self.nan_at:
+            loss_b = loss_b * float("nan")
+        step.loss_completed({"loss": loss_a + loss_b, "loss_a": loss_a, "loss_b": loss_b})
+        step.backward(loss_a + loss_b)
+        step.step("a")
+        step.step("b")
+        return {"loss": (loss_a + loss_b).detach(), "loss_a": loss_a.detach(), "loss_b": loss_b.detach()}
+
+
+def _two_networks():
+    net, _, loader, _ = _setup("supervised")
+    other = tiny_net()
+    optimizers = {
+        "a": torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+        "b": torch.optim.Adam(other.parameters(), lr=0.1),
+    }
+    return net, other, loader, optimizers
 
 
 def test_several_optimizers_are_all_stepped_and_manual_methods_get_them():
@@ -162,12 +180,141 @@ def test_several_optimizers_are_all_stepped_and_manual_methods_get_them():
     before = (first.weight.detach().clone(), second.weight.detach().clone())
     SemiSupervisedTrainer("cpu", None, loader, net, _TwoOptimizers(net), optimizers, max_iterations=1).run()
     assert not torch.equal(before[0], first.weight) and not torch.equal(before[1], second.weight)
-    manual = _Manual(net)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    before = first.weight.detach().clone()
-    SemiSupervisedTrainer("cpu", None, loader, net, manual, optimizer, max_iterations=1).run()
-    assert manual.received == {"optimizer": optimizer}
-    assert not torch.equal(before, first.weight)
+    net, other, loader, optimizers = _two_networks()
+    manual = _Manual(net, other)
+    before = (net[0].weight.detach().clone(), other[0].weight.detach().clone())
+    SemiSupervisedTrainer("cpu", None, loader, net, manual, optimizers, max_iterations=1).run()
+    assert manual.received == optimizers
+    assert not torch.equal(before[0], net[0].weight) and not torch.equal(before[1], other[0].weight)
+
+
+class _EventRecorder:
+    """Records IterationEvents and, at each, whether the weights already moved and whether gradients exist."""
+
+    EVENTS = ("FORWARD_COMPLETED", "LOSS_COMPLETED", "BACKWARD_COMPLETED", "MODEL_COMPLETED")
+
+    def __init__(self, trainer, network):
+        from monai.engines.utils import IterationEvents
+
+        self.seen, self.network = [], network
+        self.start = None
+        trainer.add_event_handler(Events.ITERATION_STARTED, self._snapshot)
+        for name in self.EVENTS:
+            trainer.add_event_handler(getattr(IterationEvents, name), self._record, name)
+
+    def _snapshot(self, engine):
+        self.start = [p.detach().clone() for p in self.network.parameters()]
+
+    def _record(self, engine, name):
+        moved = any(not torch.equal(a, p) for a, p in zip(self.start, self.network.parameters()))
+        has_grad = any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in self.network.parameters())
+        self.seen.append((name, moved, has_grad))
+
+
+def test_events_fire_in_monai_order_for_automatic_and_manual_methods():
+    expected = [
+        ("FORWARD_COMPLETED", False, False),
+        ("LOSS_COMPLETED", False, False),
+        ("BACKWARD_COMPLETED", False, True),  # gradients set, parameters not yet stepped
+        ("MODEL_COMPLETED", True, True),
+    ]
+    net, method, loader, optimizer = _setup("supervised")
+    trainer = SemiSupervisedTrainer("cpu", None, loader, net, method, optimizer, max_iterations=2)
+    recorder = _EventRecorder(trainer, net)
+    trainer.run()
+    assert recorder.seen == expected * 2
+    net, other, loader, optimizers = _two_networks()
+    trainer = SemiSupervisedTrainer("cpu", None, loader, net, _Manual(net, other), optimizers, max_iterations=2)
+    recorder = _EventRecorder(trainer, net)
+    trainer.run()
+    assert recorder.seen == expected * 2
+
+
+def _state(*objects):
+    """Copies of the parameters of modules (a method's include its teacher) and of optimizers' full state.
+
+    BatchNorm running statistics are left out: the forward of the failing step has run, as in MONAI.
+    """
+    import copy
+
+    return [
+        {k: v.detach().clone() for k, v in o.named_parameters()} if isinstance(o, torch.nn.Module)
+        else copy.deepcopy(o.state_dict())
+        for o in objects
+    ]
+
+
+def _assert_same_state(before, after):
+    def walk(a, b, where):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), where
+        elif isinstance(a, dict):
+            assert a.keys() == b.keys(), where
+            for key in a:
+                walk(a[key], b[key], f"{where}.{key}")
+        elif isinstance(a, (list, tuple)):
+            assert len(a) == len(b), where
+            for i, (x, y) in enumerate(zip(a, b)):
+                walk(x, y, f"{where}[{i}]")
+        else:
+            assert a == b, where
+
+    for i, (a, b) in enumerate(zip(before, after)):
+        walk(a, b, f"object {i}")
+
+
+class _MeanTeacherNaN(MeanTeacher):
+    def train_step(self, labeled, unlabeled):
+        terms = super().train_step(labeled, unlabeled)
+        if self.iteration == 2:
+            terms["loss_cons"] = terms["loss_cons"] * float("nan")
+            terms["loss"] = terms["loss"] + terms["loss_cons"]
+        return terms
+
+
+def test_nan_loss_leaves_weights_optimizer_state_and_teacher_unchanged_automatic():
+    net, _, loader, optimizer = _setup()
+    method = _MeanTeacherNaN(net, consistency_start=0, consistency_rampup=0)
+    trainer = SemiSupervisedTrainer(
+        "cpu", None, loader, net, method, optimizer, max_iterations=10, train_handlers=[NaNGuard()]
+    )
+    snapshots = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: snapshots.append(_state(net, optimizer, method)))
+    with pytest.raises(NonFiniteLossError, match="loss_cons"):
+        trainer.run()
+    assert trainer.state.iteration == 3 and len(snapshots) == 2
+    _assert_same_state(snapshots[-1], _state(net, optimizer, method))  # method parameters = the EMA teacher
+    assert any(name.startswith("teacher.") for name, _ in method.named_parameters())
+    assert optimizer.state_dict()["state"]  # momentum buffers exist, and are unchanged
+
+
+def test_nan_loss_leaves_both_networks_and_optimizers_unchanged_manual():
+    net, other, loader, optimizers = _two_networks()
+    method = _Manual(net, other, nan_at=2)
+    trainer = SemiSupervisedTrainer(
+        "cpu", None, loader, net, method, optimizers, max_iterations=10, train_handlers=[NaNGuard()]
+    )
+    objects = (net, other, optimizers["a"], optimizers["b"])
+    snapshots = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: snapshots.append(_state(*objects)))
+    with pytest.raises(NonFiniteLossError, match="loss_b"):
+        trainer.run()
+    assert trainer.state.iteration == 3 and len(snapshots) == 2
+    _assert_same_state(snapshots[-1], _state(*objects))
+
+
+class _SkipsTheCheck(_Manual):
+    def train_step(self, labeled, unlabeled, step=None):
+        loss = self.network(labeled["image"]).pow(2).mean()
+        step.backward(loss)
+        return {"loss": loss.detach()}
+
+
+def test_a_manual_method_cannot_step_or_backprop_before_the_loss_check():
+    net, other, loader, optimizers = _two_networks()
+    trainer = SemiSupervisedTrainer("cpu", None, loader, net, _SkipsTheCheck(net, other), optimizers, max_iterations=1)
+    with pytest.raises(RuntimeError, match="loss_completed"):
+        trainer.run()
 
 
 def _run_with_checkpoints(tmp_path, max_iterations, resume):

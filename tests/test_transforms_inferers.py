@@ -6,7 +6,8 @@ import pytest
 import torch
 from monai.transforms import KeepLargestConnectedComponent
 from scipy import ndimage
-from semizoo.engines import SegmentationReport, slice_wise_inferer, strided_sliding_window_inferer
+from semizoo.engines import slice_wise_inferer, strided_sliding_window_inferer
+from semizoo.handlers import SegmentationReport
 from semizoo.metrics import multiclass_metrics
 from semizoo.transforms import SSL4MISRandomGeneratord, UAMTRandCropd
 from skimage.measure import label as skimage_label

@@ -1,18 +1,26 @@
-"""semizoo: semi-supervised medical image analysis as MONAI bundles, on one shared library."""
+"""semizoo: semi-supervised medical image analysis as MONAI bundles, on one shared library.
 
-from . import data, engines, handlers, losses, methods, metrics, networks, schedules, transforms
+Subpackages load on first use (PEP 562), so ``import semizoo.losses`` loads the losses and what they need, not the
+whole library; ``import semizoo`` followed by ``semizoo.data.load_split(...)`` (as bundle configs do) still works.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "data",
-    "engines",
-    "handlers",
-    "losses",
-    "methods",
-    "metrics",
-    "networks",
-    "schedules",
-    "transforms",
-    "__version__",
-]
+SUBPACKAGES = ("data", "engines", "handlers", "losses", "methods", "metrics", "networks", "schedules", "transforms")
+
+__all__ = [*SUBPACKAGES, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(SUBPACKAGES))

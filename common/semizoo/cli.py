@@ -1,15 +1,33 @@
-"""``python -m semizoo <command>``: phantoms, prepare, validate, diagnostics and the quick start (fire CLI)."""
+"""``python -m semizoo <command>``: phantoms, prepare, validate, diagnostics and the quick start (fire CLI).
+
+The commands are the public methods of :class:`Commands`; fire parses their arguments. ``--help`` (top level and per
+command) is printed here from the methods' signatures and docstrings (Google-style ``Args:``), never through a pager.
+"""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 import sys
-from typing import Any, Sequence
+import textwrap
+from typing import Any, Callable, Sequence, TextIO
 
 from .data.errors import DataError
 from .data.prepare import PrepareError
 
-__all__ = ["Commands", "main"]
+__all__ = ["Commands", "main", "commands", "command_help", "top_level_help"]
+
+PROG = "python -m semizoo"
+HELP_FLAGS = ("-h", "--help")
+WIDTH = 120
+DESCRIPTION = (
+    "semizoo is the shared library of a MONAI Bundle model zoo of semi-supervised medical image segmentation "
+    "methods (Mean Teacher, SS-Net, ...). Its commands generate deterministic phantom data, convert public datasets "
+    "(ACDC, LA) into prepared folders with datalists, validate datalists, load official checkpoints into bundles, "
+    "benchmark and diagnose the methods, and run the quick start. Arguments go in order or as flags "
+    "(--name=value); lists as --name=a,b or --name='[a,b]'."
+)
 
 
 class Commands:
@@ -24,7 +42,20 @@ class Commands:
         preset: str = "test",
         size: int | None = None,
     ) -> str:
-        """Write deterministic phantom data of DATASET (acdc | la) in its raw public layout to OUT."""
+        """Write deterministic phantom data of DATASET (acdc | la) in its raw public layout to OUT.
+
+        Files are byte-identical across runs; OUT/semizoo_phantom.json records the arguments.
+
+        Args:
+            dataset: which dataset to imitate: acdc (raw CREATIS layout) or la (LA 2018 nrrd layout).
+            out: output folder; created if missing. A folder of an earlier phantom run is regenerated; any other
+                non-empty folder is refused.
+            cases: number of patients; None: the preset's (acdc: test 10, bench 100; la: test 12, bench 100).
+            seed: non-negative base seed; case k depends only on (seed, dataset, k).
+            preset: test (small and fast) or bench (the sizes of the difficulty report).
+            size: acdc only: in-plane matrix (the preset's field of view is kept, so the spacing changes); None:
+                the preset's (test 48, bench 128).
+        """
         from .data.phantoms import generate
 
         kwargs: dict[str, Any] = {"size": size} if size is not None else {}
@@ -43,20 +74,50 @@ class Commands:
         la_crop: str = "label",
         overwrite: bool = False,
     ) -> str:
-        """Convert SRC (a public layout of DATASET: acdc | la) into OUT with datalists per setting."""
+        """Convert SRC (a public layout of DATASET: acdc | la) into OUT with datalists per setting.
+
+        Prints the number of cases per list.
+
+        Args:
+            dataset: acdc or la.
+            src: the downloaded (or phantom) data folder.
+            out: the prepared folder to write (volumes, slices, one datalist per setting, prepare_report.json).
+            layout: layout of SRC: auto (detected from marker files), or raw | ssl4mis (acdc), raw | uamt (la).
+            split: standard (the frozen public lists; fails naming missing IDs), scaled (a seeded split keeping the
+                standard proportions) or auto (scaled for phantoms, else standard).
+            split_seed: seed of scaled splits and of the LA crop margins.
+            setting: the default datalist (datalist.json): acdc lab3 | lab7 | full, la lab4 | lab8 | full; None:
+                lab3 (acdc) or lab4 (la).
+            la_crop: la only: label (UA-MT's crop around the ground-truth box) or none.
+            overwrite: replace a non-empty OUT that holds something other than semizoo output.
+        """
         from .data.prepare import prepare
 
         report = prepare(dataset, src, out, layout, split, split_seed, setting, la_crop, overwrite)
         return json.dumps(report["counts"], indent=4)
 
     def validate(self, datalist: str) -> str:
-        """Check that every file of DATALIST exists and reads, and that the lists are patient-disjoint."""
+        """Check that every file of DATALIST exists and reads, and that the lists are patient-disjoint.
+
+        Prints a one-line summary, or fails (exit code 2) listing every problem.
+
+        Args:
+            datalist: a datalist JSON written by `prepare` (lists labeled, unlabeled, validation, test).
+        """
         from .data.validate import validate_datalist
 
         return validate_datalist(datalist)
 
     def convert_official(self, checkpoint: str, bundle: str, out: str | None = None) -> str:
-        """Load an official UA-MT/SSL4MIS/SS-Net CHECKPOINT into BUNDLE's network and write models/model.pt."""
+        """Load an official UA-MT/SSL4MIS/SS-Net CHECKPOINT into BUNDLE's network and write models/model.pt.
+
+        Bad or missing keys are listed before anything is loaded; the state_dict is written atomically.
+
+        Args:
+            checkpoint: the official checkpoint file (.pth).
+            bundle: a bundle folder, or the name of one under bundles/ (e.g. ssnet_acdc_segmentation).
+            out: where to write the converted state_dict; None: BUNDLE/models/model.pt.
+        """
         from .convert import bundle_path, convert_official_checkpoint
 
         target = out or str(bundle_path(bundle) / "models" / "model.pt")
@@ -69,7 +130,18 @@ class Commands:
         out: str | None = None,
         iterations: int = 10,
     ) -> None:
-        """Seconds per training step of each bundle's method vs its labeled-only step (same batch), side by side."""
+        """Seconds per training step of each bundle's method vs its labeled-only step, timed side by side.
+
+        Both steps see the same batch: random tensors of the configured batch and patch sizes stand in for data.
+        Prints a Markdown table.
+
+        Args:
+            bundles: bundle folders or names under bundles/, one or a list.
+            overrides: config files of each bundle merged over its configs/train.json (paths relative to the
+                bundle folder), one or a list.
+            out: folder to write benchmark.json and benchmark.md to; None: print only.
+            iterations: timed steps per block (two interleaved blocks per step kind, after two warm-up steps).
+        """
         from .benchmark import run_benchmark
 
         bundles = (bundles,) if isinstance(bundles, str) else tuple(bundles)
@@ -88,10 +160,22 @@ class Commands:
         limit: int | None = None,
         out: str | None = None,
     ) -> str:
-        """Per-class predicted area of CHECKPOINT on DATALIST's KEY slices (resized to SIZE, default the bundle's
-        patch_size): eval mode, train mode, and the Mean Teacher target's view (train mode + input noise); with
-        reference labels when the slices have them. DRAWS > 1 averages that many dropout/noise draws (the expected
-        target)."""
+        """Per-class predicted area of CHECKPOINT on DATALIST's slices: eval, train and Mean Teacher target views.
+
+        The target view is train mode + input noise; reference labels are reported when the slices have them.
+        Prints the report as JSON.
+
+        Args:
+            checkpoint: a state_dict of BUNDLE's network (e.g. a run's models/model_final.pt).
+            datalist: a prepared datalist JSON of 2D slices.
+            bundle: bundle folder or name under bundles/ whose configs/inference.json builds the network.
+            key: the datalist list to read: labeled, unlabeled, validation or test.
+            size: slices are resized to SIZE (one int for square, or H,W); None: the bundle's patch_size.
+            batch_size: slices per forward pass.
+            draws: number of dropout/noise draws averaged (> 1 estimates the expected target).
+            limit: read at most LIMIT slices of the list; None: all.
+            out: also write the JSON report to this file; None: print only.
+        """
         from .diagnostics import teacher_bias_report
 
         size = (size, size) if isinstance(size, int) else size
@@ -113,19 +197,157 @@ class Commands:
         bundle: str = "meanteacher_acdc_segmentation",
         method: str = "mean_teacher",
     ) -> None:
-        """Phantom ACDC: labeled-only vs a bundle's method (Mean Teacher by default), trained and evaluated through
-        the bundle runner; prints a results table."""
+        """The quick start: phantom ACDC, labeled-only vs semi-supervised methods; prints the results table.
+
+        The models are trained and evaluated through the bundle runner.
+
+        Args:
+            out: run folder (phantom data, prepared data, one folder per model and seed, results).
+            seeds: training seeds, one or a list (e.g. --seeds='[0,1,2]').
+            iterations: training iterations per run.
+            cases: number of phantom ACDC patients.
+            size: in-plane matrix of the phantom slices.
+            setting: labelled-data setting of the prepared datalists (lab3, lab7 or full).
+            bundle: the bundle folder or name under bundles/ to train.
+            method: name of the bundle's semi-supervised method in the results table.
+        """
         from .quickstart import run_quickstart
 
         seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
         run_quickstart(out, seeds, iterations, cases, size, setting, method=method, bundle=bundle)
 
 
+def dashed(name: str) -> str:
+    """The command or flag name users type: underscores become dashes (fire accepts both)."""
+    return name.replace("_", "-")
+
+
+def commands() -> dict[str, Callable[..., Any]]:
+    """Dashed command name -> method of :class:`Commands`, in definition order."""
+    return {dashed(name): member for name, member in vars(Commands).items() if _is_command(name, member)}
+
+
+def _is_command(name: str, member: object) -> bool:
+    return not name.startswith("_") and inspect.isfunction(member)
+
+
+def summary(method: Callable[..., Any]) -> str:
+    """First line of a method's docstring ("" when it has none)."""
+    return ((inspect.getdoc(method) or "").strip().splitlines() or [""])[0]
+
+
+def parse_docstring(method: Callable[..., Any]) -> tuple[str, dict[str, str]]:
+    """(description, {argument: description}) of a Google-style docstring; other sections are dropped."""
+    lines = (inspect.getdoc(method) or "").splitlines()
+    description: list[str] = []
+    arguments: dict[str, list[str]] = {}
+    section, current = "", ""
+    for line in lines:
+        stripped = line.strip()
+        if line and not line[0].isspace() and stripped.endswith(":") and " " not in stripped:
+            section, current = stripped[:-1].lower(), ""
+        elif section == "":
+            description.append(line)
+        elif section in ("args", "arguments") and stripped:
+            name, colon, text = stripped.partition(":")
+            if line.startswith(" " * 8) or not colon or " " in name:
+                if current:
+                    arguments[current].append(stripped)
+            else:
+                current = name.strip("*")
+                arguments[current] = [text.strip()]
+    return "\n".join(description).strip(), {name: " ".join(text) for name, text in arguments.items()}
+
+
+def _annotation(parameter: inspect.Parameter) -> str:
+    annotation = parameter.annotation
+    if annotation is inspect.Parameter.empty:
+        return ""
+    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+
+
+def _paragraphs(text: str, indent: str = "") -> str:
+    blocks = [" ".join(block.split()) for block in text.split("\n\n") if block.strip()]
+    return "\n\n".join(textwrap.fill(b, WIDTH, initial_indent=indent, subsequent_indent=indent) for b in blocks)
+
+
+def _parameters(method: Callable[..., Any]) -> list[inspect.Parameter]:
+    return [p for p in inspect.signature(method).parameters.values() if p.name != "self"]
+
+
+def command_help(name: str) -> str:
+    """Help of one command: usage, description, then each argument with its type, default and description."""
+    method = commands()[name]
+    description, documented = parse_docstring(method)
+    parameters = _parameters(method)
+    required = [p for p in parameters if p.default is inspect.Parameter.empty]
+    optional = [p for p in parameters if p.default is not inspect.Parameter.empty]
+    usage = " ".join([f"usage: {PROG} {name}"] + [p.name.upper() for p in required] + (["[flags]"] if optional else []))
+    out = [usage, "", _paragraphs(description)]
+    if required:
+        out += ["", "arguments (in this order, or as flags, e.g. --NAME=VALUE):"]
+        for p in required:
+            kind = ", ".join(filter(None, [_annotation(p), "required"]))
+            out += [f"  {p.name.upper()} (--{dashed(p.name)})  ({kind})", _describe(documented.get(p.name))]
+    if optional:
+        out += ["", "flags:"]
+        for p in optional:
+            if isinstance(p.default, bool):
+                flag = f"--{dashed(p.name)} | --no{dashed(p.name)}"
+            else:
+                flag = f"--{dashed(p.name)}={p.name.upper()}"
+            kind = ", ".join(filter(None, [_annotation(p), f"default: {p.default!r}"]))
+            out += [f"  {flag}  ({kind})", _describe(documented.get(p.name))]
+    return "\n".join(out) + "\n"
+
+
+def _describe(text: str | None) -> str:
+    return _paragraphs(text or "(undocumented)", indent=" " * 6)
+
+
+def _command_list() -> list[str]:
+    table = commands()
+    width = max(map(len, table)) + 2
+    return [f"  {name:<{width}}{summary(method)}" for name, method in table.items()]
+
+
+def top_level_help() -> str:
+    """Usage, what semizoo is, every command with its one-line purpose, and how to get a command's arguments."""
+    lines = [f"usage: {PROG} COMMAND [ARGUMENTS] [--FLAG=VALUE ...]", "", _paragraphs(DESCRIPTION), "", "commands:"]
+    lines += _command_list()
+    lines += ["", f"Run `{PROG} COMMAND --help` for a command's arguments, their defaults and what they mean."]
+    return "\n".join(lines) + "\n"
+
+
+def unknown_command(name: str, stream: TextIO) -> int:
+    """Name the unknown command, suggest a close one, list the valid commands; exit code 2."""
+    close = difflib.get_close_matches(dashed(name), list(commands()), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    print(f"error: unknown command '{name}'{hint}. Valid commands:", file=stream)
+    print("\n".join(_command_list()), file=stream)
+    print(f"Run `{PROG} --help` for more, `{PROG} COMMAND --help` for a command's arguments.", file=stream)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in HELP_FLAGS or (args[0] == "--" and any(a in HELP_FLAGS for a in args[1:])):
+        sys.stdout.write(top_level_help())
+        return 0
+    name = dashed(args[0])
+    if args[0] != "--" and name not in commands():
+        return unknown_command(args[0], sys.stderr)
+    if args[0] != "--" and any(a in HELP_FLAGS for a in args[1:]):
+        sys.stdout.write(command_help(name))
+        return 0
+
     import fire
 
     try:
-        fire.Fire(Commands, command=list(argv) if argv is not None else None, name="semizoo")
+        fire.Fire(Commands, command=args, name="semizoo")
+    except fire.core.FireExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
     except (DataError, PrepareError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,7 +1,6 @@
-"""Engines: the semi-supervised trainer, the papers' inferers and the evaluation report handler."""
+"""Engines: the semi-supervised trainer and the papers' inferers."""
 
 from .inferers import SliceWiseInferer, StridedSlidingWindowInferer, slice_wise_inferer, strided_sliding_window_inferer
-from .report import SegmentationReport, summarise
 from .trainer import SemiSupervisedTrainer, to_device
 
 __all__ = [
@@ -11,6 +10,4 @@ __all__ = [
     "strided_sliding_window_inferer",
     "SliceWiseInferer",
     "slice_wise_inferer",
-    "SegmentationReport",
-    "summarise",
 ]

@@ -1,11 +1,19 @@
 """``SemiSupervisedTrainer``: MONAI's ``Trainer`` driving a method plugin on ``(labeled, unlabeled)`` batches.
 
-One iteration (architecture.md, "Trainer and method contract"): move both batches to the device, set
-``method.iteration`` and train mode, ``terms = method.train_step(labeled, unlabeled)``, back-propagate
-``terms["loss"]``, ``method.before_optimizer_step()``, step every optimizer, ``method.after_optimizer_step()``.
-``engine.state.output`` is ``[terms]`` with detached tensors, so MONAI's stock handlers log every term with
-``output_transform=lambda x: x[0]``. MONAI's ``IterationEvents`` fire at the usual points, so handlers
-attached to FORWARD/LOSS/BACKWARD/MODEL_COMPLETED behave as with ``SupervisedTrainer``.
+One iteration, with MONAI ``SupervisedTrainer``'s events at the same points (architecture.md, "Trainer and method
+contract"), so MONAI/ignite handlers (gradient clipping, NaN checks, logging) attach where they expect:
+
+    move both batches to the device, set ``method.iteration``, ``method.train()``, zero the gradients
+    terms = method.train_step(labeled, unlabeled)       -> FORWARD_COMPLETED, LOSS_COMPLETED  (NaNGuard raises here)
+    terms["loss"].backward(); method.before_optimizer_step()
+                                                        -> BACKWARD_COMPLETED (gradients set, nothing stepped yet)
+    step every optimizer; method.after_optimizer_step() -> MODEL_COMPLETED
+
+A method with ``manual_optimization = True`` gets a :class:`ManualStep` instead and runs the same sequence itself:
+``step.loss_completed(terms)`` fires FORWARD/LOSS_COMPLETED before it may step (so a non-finite loss stops the
+iteration before any optimizer moves), ``step.backward(loss)``, then ``step.step(...)`` fires BACKWARD_COMPLETED
+once, before its first optimizer step. ``engine.state.output`` is ``[terms]`` (detached after the step), so
+MONAI's stock handlers log every term with ``output_transform=lambda x: x[0]``.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ else:
 
     Engine, _ = optional_import("ignite.engine", name="Engine")
 
-__all__ = ["SemiSupervisedTrainer", "to_device"]
+__all__ = ["SemiSupervisedTrainer", "ManualStep", "to_device"]
 
 
 def to_device(data: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
@@ -50,6 +58,86 @@ def _optimizer_dict(optimizer: Optimizer | Mapping[str, Optimizer]) -> dict[str,
     raise TypeError(f"optimizer must be a torch Optimizer or a non-empty dict of them, got {type(optimizer).__name__}.")
 
 
+class ManualStep:
+    """One iteration's optimisation steps with the trainer's events, in MONAI ``SupervisedTrainer``'s order.
+
+    The trainer runs every step through one of these; a manual-optimization method receives it as
+    ``train_step(labeled, unlabeled, step=...)`` and calls, in this order: :meth:`zero_grad`,
+    :meth:`loss_completed` with its loss terms (FORWARD/LOSS_COMPLETED: the NaN guard raises here, before anything
+    is stepped), :meth:`backward`, :meth:`step` (BACKWARD_COMPLETED before the first optimizer step). Stepping
+    before reporting the loss raises, so no handler can be bypassed.
+
+    Attributes:
+        optimizers: the trainer's optimizers by name (``{"optimizer": opt}`` for a single one).
+    """
+
+    def __init__(self, engine: SemiSupervisedTrainer) -> None:
+        self.engine = engine
+        self.optimizers = engine.optimizers
+        self.scaler = engine.scaler if (engine.amp and engine.state.device.type == "cuda") else None
+        self.loss_reported = False
+        self._backward_fired = False
+        self._stepped: set[str] = set()
+
+    def _select(self, names: tuple[str, ...]) -> dict[str, Optimizer]:
+        unknown = [name for name in names if name not in self.optimizers]
+        if unknown:
+            raise KeyError(f"unknown optimizer(s) {unknown}; the trainer has {sorted(self.optimizers)}.")
+        return {name: self.optimizers[name] for name in names} if names else self.optimizers
+
+    def zero_grad(self, *names: str) -> None:
+        """Zero the gradients of the named optimizers (all by default)."""
+        for optimizer in self._select(names).values():
+            optimizer.zero_grad(set_to_none=self.engine.optim_set_to_none)
+
+    def loss_completed(self, terms: Mapping[str, torch.Tensor]) -> None:
+        """Publish ``terms`` as ``engine.state.output = [terms]`` and fire FORWARD_COMPLETED and LOSS_COMPLETED."""
+        if self._stepped:
+            raise RuntimeError("loss_completed must come before any optimizer step.")
+        SemiSupervisedTrainer._check_terms(terms)
+        self.engine.state.output = [dict(terms)]
+        self.loss_reported = True
+        self.engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        self.engine.fire_event(IterationEvents.LOSS_COMPLETED)
+
+    def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
+        """``loss.backward(**kwargs)``, scaled under AMP."""
+        if not self.loss_reported:
+            raise RuntimeError("call loss_completed(terms) before backward: the NaN/inf check runs there.")
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward(**kwargs)
+
+    def backward_completed(self) -> None:
+        """Unscale AMP gradients, ``method.before_optimizer_step()``, clip, fire BACKWARD_COMPLETED (once)."""
+        if self._backward_fired:
+            return
+        self._backward_fired = True
+        engine = self.engine
+        if self.scaler is not None:
+            for optimizer in self.optimizers.values():
+                self.scaler.unscale_(optimizer)
+        engine.method.before_optimizer_step()
+        if engine.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(engine.network.parameters(), engine.grad_clip_norm)
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+
+    def step(self, *names: str) -> None:
+        """Step the named optimizers (all by default); the first call fires BACKWARD_COMPLETED before stepping."""
+        if not self.loss_reported:
+            raise RuntimeError("call loss_completed(terms) before stepping: the NaN/inf check runs there.")
+        self.backward_completed()
+        for name, optimizer in self._select(names).items():
+            if self.scaler is not None:
+                self.scaler.step(optimizer)
+            else:
+                optimizer.step()
+            self._stepped.add(name)
+
+    def update_scaler(self) -> None:
+        """End of iteration: update the AMP loss scale if anything was stepped."""
+        if self.scaler is not None and self._stepped:
+            self.scaler.update()
+
+
 class SemiSupervisedTrainer(Trainer):
     """Semi-supervised trainer: one registered method plugin computes the step, this class runs it.
 
@@ -64,11 +152,14 @@ class SemiSupervisedTrainer(Trainer):
         max_iterations: stop after this many iterations in total, even mid-epoch.
         epoch_length: iterations per epoch; defaults to ``len(train_data_loader)``.
         non_blocking: non-blocking host-to-device copies.
-        inferer: handed to the method as ``method.inferer`` (``SimpleInferer`` by default).
+        inferer: the training inferer (``train#inferer``, a required bundle ID; ``SimpleInferer`` by default). Methods
+            call the network themselves, through its ``forward`` (the DDP rule of :class:`semizoo.methods.Method`).
         train_handlers: MONAI/ignite handlers to attach.
-        amp: autocast the step and scale the loss (CUDA only; ignored with a manual-optimization method).
+        amp: autocast the step and scale the loss (CUDA only; a manual-optimization method autocasts itself and
+            back-propagates through :meth:`ManualStep.backward`, which scales).
         optim_set_to_none: ``zero_grad(set_to_none=...)``.
-        grad_clip_norm: clip the global gradient norm of the network before stepping (``None``: off).
+        grad_clip_norm: clip the global gradient norm of the network after BACKWARD_COMPLETED, before stepping
+            (``None``: off).
         kwargs: passed to ``monai.engines.Trainer`` (``key_train_metric``, ``postprocessing``, ...).
 
     Raises:
@@ -119,7 +210,7 @@ class SemiSupervisedTrainer(Trainer):
         )
         self.network = network
         self.method = method.to(self.state.device)
-        self.method.inferer = SimpleInferer() if inferer is None else inferer
+        self.inferer = SimpleInferer() if inferer is None else inferer
         self.optimizer = optimizer
         self.optimizers = _optimizer_dict(optimizer)
         self.max_iterations = None if max_iterations is None else int(max_iterations)
@@ -146,23 +237,25 @@ class SemiSupervisedTrainer(Trainer):
         method.iteration = engine.state.iteration - 1
         method.train()
 
+        step = ManualStep(engine)
         if method.manual_optimization:
-            terms = method.train_step(labeled, unlabeled, optimizers=engine.optimizers)
+            terms = method.train_step(labeled, unlabeled, step=step)
+            if not step.loss_reported:
+                raise RuntimeError(
+                    f"{type(method).__name__} is a manual-optimization method: its train_step must call "
+                    "step.loss_completed(terms) before stepping (the NaN/inf check runs there)."
+                )
             self._check_terms(terms)
-            engine.state.output = [terms]
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
         else:
-            for optimizer in engine.optimizers.values():
-                optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+            step.zero_grad()
             with self._autocast(device):
                 terms = method.train_step(labeled, unlabeled)
-            self._check_terms(terms)
-            engine.state.output = [terms]
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
-            self._backward_and_step(engine, terms["loss"])
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            step.loss_completed(terms)
+            step.backward(terms["loss"])
+            step.step()
+        step.backward_completed()  # fires only if the method stepped nothing (each event once per iteration)
+        step.update_scaler()
+        method.after_optimizer_step()
         engine.state.output = [{name: value.detach() for name, value in terms.items()}]
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
@@ -170,26 +263,6 @@ class SemiSupervisedTrainer(Trainer):
     def _autocast(self, device: torch.device):
         enabled = bool(self.amp) and device.type == "cuda"
         return torch.autocast(device_type=device.type, enabled=enabled, **self.amp_kwargs)
-
-    def _backward_and_step(self, engine: SemiSupervisedTrainer, loss: torch.Tensor) -> None:
-        scaler = engine.scaler if (engine.amp and engine.state.device.type == "cuda") else None
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            for optimizer in engine.optimizers.values():
-                scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        engine.method.before_optimizer_step()
-        if engine.grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(engine.network.parameters(), engine.grad_clip_norm)
-        for optimizer in engine.optimizers.values():
-            if scaler is not None:
-                scaler.step(optimizer)
-            else:
-                optimizer.step()
-        if scaler is not None:
-            scaler.update()
-        engine.method.after_optimizer_step()
 
     @staticmethod
     def _check_terms(terms: Any) -> None:

@@ -1,21 +1,17 @@
-"""Training handlers: EMA teachers, LR schedules, NaN guard and resumable checkpoints."""
+"""Every handler semizoo adds to MONAI's: NaN guard, resumable checkpoints, validation schedule, evaluation report,
+the segmentation metric for evaluators and handler selections (``every``, ``main_process_handlers``)."""
 
 from .checkpoint import AtomicCheckpointSaver, ResumeHandler, RNGState, TrainingCheckpointer, latest_checkpoint
-from .ema import EMATeacherHandler, ema_decay, ema_update_
-from .filters import every
-from .lr import constant_scheduler, poly_lr, poly_scheduler, step_lr, step_scheduler
+from .filters import WRITING_HANDLERS, every, main_process_handlers
 from .nan_guard import NaNGuard, NonFiniteLossError
+from .report import SegmentationReport, summarise
+from .segmentation_metric import SegmentationMetricHandler
+from .validation import ScheduledValidationHandler
 
 __all__ = [
     "every",
-    "EMATeacherHandler",
-    "ema_decay",
-    "ema_update_",
-    "poly_lr",
-    "step_lr",
-    "poly_scheduler",
-    "step_scheduler",
-    "constant_scheduler",
+    "main_process_handlers",
+    "WRITING_HANDLERS",
     "NaNGuard",
     "NonFiniteLossError",
     "RNGState",
@@ -23,4 +19,8 @@ __all__ = [
     "ResumeHandler",
     "AtomicCheckpointSaver",
     "TrainingCheckpointer",
+    "SegmentationReport",
+    "summarise",
+    "SegmentationMetricHandler",
+    "ScheduledValidationHandler",
 ]

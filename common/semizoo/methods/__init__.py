@@ -1,8 +1,8 @@
 """Semi-supervised methods as plugins of :class:`semizoo.engines.SemiSupervisedTrainer` (architecture.md)."""
 
-from .base import Method, create, register, registered, unwrap
+from .base import Method, create, register, registered
 from .mean_teacher import MeanTeacher
 from .ssnet import SSNet
 from .supervised import Supervised
 
-__all__ = ["Method", "create", "register", "registered", "unwrap", "MeanTeacher", "SSNet", "Supervised"]
+__all__ = ["Method", "create", "register", "registered", "MeanTeacher", "SSNet", "Supervised"]

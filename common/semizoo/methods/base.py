@@ -8,23 +8,17 @@ them; the student network is held by reference only and is saved once, as ``netw
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Method", "register", "create", "registered", "unwrap", "zero_like"]
+from ..networks.utils import frozen_copy
+
+__all__ = ["Method", "register", "create", "registered", "zero_like"]
 
 _REGISTRY: dict[str, type] = {}
 M = TypeVar("M", bound=type)
-
-
-def unwrap(network: nn.Module) -> nn.Module:
-    """The module inside DDP/DataParallel wrappers (``network.module``), else ``network``."""
-    while isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        network = network.module
-    return network
 
 
 def zero_like(reference: Tensor) -> Tensor:
@@ -68,9 +62,23 @@ class Method(nn.Module):
 
     Subclasses implement :meth:`train_step`. The trainer sets ``iteration`` (0-based) before each step, calls
     ``train()``, then back-propagates ``"loss"`` and steps the optimizer(s), calling
-    :meth:`before_optimizer_step` and :meth:`after_optimizer_step` around the step. A method that sets
-    ``manual_optimization = True`` receives the optimizers as ``train_step(..., optimizers=...)`` and does
-    backward and step itself.
+    :meth:`before_optimizer_step` (after backward) and :meth:`after_optimizer_step` (after the step). A method that
+    sets ``manual_optimization = True`` receives a :class:`semizoo.engines.ManualStep` as
+    ``train_step(..., step=...)`` and must call ``step.loss_completed(terms)`` (the NaN/inf check) before
+    ``step.backward(...)`` and ``step.step(...)``.
+
+    Distributed data parallel (DDP) rules, for every method:
+
+    1. Every call that involves trainable parameters goes through the (possibly DDP-wrapped) ``self.network``'s
+       ``forward`` -- e.g. ``self.network(x, features=True)`` for features, ``self.network(z, head="...")`` for
+       heads -- never through ``unwrap(self.network).submodule(...)``: DDP synchronises what its forward reaches.
+    2. Every trainable parameter of the network receives a gradient at every step (possibly zero): DDP without
+       ``find_unused_parameters`` waits for all of them. A step that skips a parameter adds
+       :meth:`zero_gradient_anchor` to its loss.
+    3. Teachers, memories and queues live in the method (never in the DDP-wrapped network) and are updated
+       identically on every rank.
+
+    Plain ``forward(x)`` of the network stays a segmenter (logits) for inferers, TorchScript and MONAI Label.
 
     Args:
         network: the student network (possibly DDP-wrapped); held by reference, not saved in ``state_dict``.
@@ -104,12 +112,13 @@ class Method(nn.Module):
         self.network.train(mode)
         return self
 
+    def zero_gradient_anchor(self) -> Tensor:
+        """``0 · Σ θ`` over the network's trainable parameters: adds no value, gives each a (zero) gradient."""
+        return sum((p.sum() for p in self.network.parameters() if p.requires_grad), torch.zeros(())) * 0.0
+
     def copy_network(self) -> nn.Module:
         """A frozen copy of the unwrapped student (no gradients), e.g. to start an EMA teacher."""
-        teacher = copy.deepcopy(unwrap(self.network))
-        for parameter in teacher.parameters():
-            parameter.requires_grad_(False)
-        return teacher
+        return frozen_copy(self.network)
 
     def batch_item(self, batch: Mapping[str, Any], key: str, stream: str) -> Tensor:
         """``batch[key]`` as a tensor, with an error naming the stream and the keys present when missing."""

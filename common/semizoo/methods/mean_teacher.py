@@ -10,7 +10,7 @@ ACDC as SSL4MIS ``code/train_mean_teacher_2D.py`` @06df604, LA as UA-MT
 
 The teacher stays in train mode (dropout on, BatchNorm on batch statistics) as in the reference code; only
 its parameters are averaged. The maths lives in :mod:`semizoo.losses.consistency` and
-:mod:`semizoo.handlers.ema`.
+:func:`semizoo.networks.ema_update_`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..handlers.ema import ema_decay, ema_update_
 from ..losses.consistency import softmax_mse
 from ..losses.segmentation import dice_ce_loss
+from ..networks.utils import ema_decay, ema_update_
 from ..schedules import stepped_sigmoid_rampup
 from .base import Method, register, zero_like
 

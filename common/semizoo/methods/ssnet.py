@@ -8,7 +8,9 @@ One forward of ``[labelled; unlabelled]``, then (ssnet.md §4)::
 
 with the maths in :mod:`semizoo.losses.ssnet`. The prototype memory (:class:`PrototypeMemory`) is refilled every
 step from correctly predicted labelled foreground voxels, ranked by the learned selector. The network must be
-:class:`semizoo.networks.SSNetNetwork` (backbone + heads), whose ``forward(x, features=True)`` gives the embedding.
+:class:`semizoo.networks.SSNetNetwork` (backbone + heads): ``forward(x, features=True)`` gives the embedding and
+``forward(embedding, class_sep_labels=..., memory=...)`` the class-separation term, so every trainable call passes
+through the (DDP-wrapped) forward; the memory is filled without gradient from the raw heads.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from ..losses.ssnet import class_separation_loss, soft_dice_loss, vat_lds_loss
+from ..networks.utils import unwrap
 from ..schedules import stepped_sigmoid_rampup
-from .base import Method, register, unwrap, zero_like
+from .base import Method, register, zero_like
 
 __all__ = ["PrototypeMemory", "SSNet", "KEEP_RULES"]
 
@@ -173,23 +176,21 @@ class SSNet(Method):
         )
 
     def _update_memory(self, embedding_l: Tensor, labels: Tensor, predicted: Tensor) -> None:
+        """Refill the memory from correctly predicted labelled foreground voxels (no gradient, so the raw heads)."""
         keep = (predicted == labels) & (predicted > 0)
         if not bool(keep.any()):
             return
-        projection = self.heads.projection
-        was_training = projection.training
-        projection.eval()
+        heads = self.heads
+        was_training = heads.projection.training
+        heads.projection.eval()
         with torch.no_grad():
-            rows = projection(embedding_l[keep])
-        projection.train(was_training)
-        self.memory.update(rows, labels[keep], lambda c, r: self.heads.selector[c](r))
+            rows = heads.projection(embedding_l[keep])
+        heads.projection.train(was_training)
+        self.memory.update(rows, labels[keep], lambda c, r: heads.selector[c](r))
 
     def _class_sep(self, embedding: Tensor, labels: Tensor) -> Tensor:
-        heads = self.heads
-        queries = heads.prediction(heads.projection(embedding))
-        return class_separation_loss(
-            queries, labels, self.memory.rows(), heads.selector, heads.memory_selector, self.n_classes
-        )
+        """The class-separation term through the network's forward (DDP synchronises the heads' gradients)."""
+        return self.network(embedding, class_sep_labels=labels, memory=self.memory.rows())
 
     def train_step(self, labeled: Mapping[str, Tensor], unlabeled: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
         images_l = self.batch_item(labeled, self.image_key, "labeled")
@@ -232,6 +233,7 @@ class SSNet(Method):
             )
         lam = self.lam(self.iteration)
         loss = loss_sup + self.ce_weight * loss_ce + lam * (loss_lds + self.class_sep_weight * (loss_cs_l + loss_cs_u))
+        loss = loss + self.zero_gradient_anchor()  # selectors of classes without memory rows get no gradient
         return {
             "loss": loss,
             "loss_sup": loss_sup,

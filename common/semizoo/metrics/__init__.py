@@ -1,8 +1,8 @@
-"""Segmentation metrics with medpy's conventions, bootstrap CIs and MONAI metric handlers (evaluation.md)."""
+"""Segmentation metrics with medpy's conventions, bootstrap CIs and a MONAI cumulative metric (evaluation.md)."""
 
 from .bootstrap import bootstrap_ci, bootstrap_ci_diff
 from .confusion import confusion_counts, confusion_summary
-from .handlers import SegmentationMetric, SegmentationMetricHandler
+from .cumulative import SegmentationMetric
 from .segmentation import METRIC_NAMES, binary_metrics, multiclass_metrics, surface_distances
 
 __all__ = [
@@ -15,5 +15,4 @@ __all__ = [
     "confusion_counts",
     "confusion_summary",
     "SegmentationMetric",
-    "SegmentationMetricHandler",
 ]

@@ -1,8 +1,20 @@
-"""Reference architectures of the methods (ssnet.md §2) and the loader of official checkpoints."""
+"""Reference architectures of the methods (ssnet.md §2), the loader of official checkpoints and network helpers."""
 
 from .official import load_official_weights, official_to_semizoo_key
 from .ssnet import SSNetHeads, SSNetNetwork
 from .unet2d import SSL4MISUNet
+from .utils import ema_decay, ema_update_, frozen_copy, unwrap
 from .vnet import UAMTVNet
 
-__all__ = ["SSL4MISUNet", "UAMTVNet", "SSNetHeads", "SSNetNetwork", "load_official_weights", "official_to_semizoo_key"]
+__all__ = [
+    "SSL4MISUNet",
+    "UAMTVNet",
+    "SSNetHeads",
+    "SSNetNetwork",
+    "load_official_weights",
+    "official_to_semizoo_key",
+    "unwrap",
+    "frozen_copy",
+    "ema_decay",
+    "ema_update_",
+]

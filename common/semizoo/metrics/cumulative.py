@@ -1,24 +1,23 @@
-"""MONAI-compatible wrappers of :func:`semizoo.metrics.multiclass_metrics` for evaluators.
+"""``SegmentationMetric``: :func:`semizoo.metrics.binary_metrics` per case and class as a MONAI cumulative metric.
 
-``SegmentationMetric`` is a ``CumulativeIterationMetric``: every iteration it scores each case of the
-batch per class (medpy conventions, optionally in mm from the label's ``pixdim``) and buffers a
-``(B, n_classes)`` tensor; ``aggregate`` returns the mean over cases and classes, ignoring undefined (nan)
-values. ``SegmentationMetricHandler`` attaches it to an engine like MONAI's ``MeanDice`` handler.
+A ``CumulativeIterationMetric``: every iteration it scores each case of the batch per class (medpy conventions,
+optionally in mm from the label's ``pixdim``), computing only its one metric (Dice for model selection extracts no
+surfaces), and buffers a ``(B, n_classes)`` tensor; ``aggregate`` returns the mean over cases and classes, ignoring
+undefined (nan) values. :class:`semizoo.handlers.SegmentationMetricHandler` attaches it to an evaluator.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import MetricReduction
 
 from .segmentation import EMPTY_RULES, METRIC_NAMES, _foreground_classes, binary_metrics
 
-__all__ = ["SegmentationMetric", "SegmentationMetricHandler"]
+__all__ = ["SegmentationMetric"]
 
 
 def _label_map(tensor: torch.Tensor) -> np.ndarray:
@@ -75,7 +74,9 @@ class SegmentationMetric(CumulativeIterationMetric):
                 spacing = spacing[: pred.ndim]
             rows.append(
                 [
-                    binary_metrics(pred == c, ref == c, spacing=spacing, empty=self.empty)[self.metric_name]
+                    binary_metrics(
+                        pred == c, ref == c, spacing=spacing, empty=self.empty, metrics=(self.metric_name,)
+                    )[self.metric_name]
                     for c in self.labels
                 ]
             )
@@ -88,25 +89,3 @@ class SegmentationMetric(CumulativeIterationMetric):
         if (reduction or self.reduction) in (MetricReduction.NONE, "none"):
             return data
         return torch.as_tensor(np.nanmean(data.numpy()) if data.numel() else float("nan"))
-
-
-class SegmentationMetricHandler(IgniteMetricHandler):
-    """Ignite metric for MONAI evaluators computing :class:`SegmentationMetric` (e.g. ``val_mean_dice``).
-
-    Args:
-        metric_name, classes, empty, use_spacing: as :class:`SegmentationMetric`.
-        output_transform: maps ``engine.state.output`` to ``(y_pred, y)``.
-        save_details: keep per-case values in ``engine.state.metric_details``.
-    """
-
-    def __init__(
-        self,
-        metric_name: str = "dice",
-        classes: int | Sequence[int] = 2,
-        empty: str = "explicit",
-        use_spacing: bool = False,
-        output_transform: Callable = lambda x: x,
-        save_details: bool = True,
-    ) -> None:
-        metric_fn = SegmentationMetric(metric_name, classes, empty=empty, use_spacing=use_spacing)
-        super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
