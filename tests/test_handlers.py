@@ -74,6 +74,14 @@ def test_scheduled_validation_starts_at_start_then_every_interval():
     handler.attach(trainer)
     trainer.run(range(2500), max_epochs=1)  # iterations 1..2500
     assert validator_runs == [2000, 2200, 2400]
+    validator_runs.clear()
+    short = Engine(lambda e, b: None)
+    handler = ScheduledValidationHandler(interval=200, start=2000)
+    handler.validator = _Validator()
+    handler.attach(short)
+    trainer = short
+    short.run(range(50), max_epochs=1)  # never reached 2000: validates once at the end
+    assert validator_runs == [50]
     with pytest.raises(ValueError, match="start"):
         ScheduledValidationHandler(interval=2, start=-1)
 

@@ -1,5 +1,25 @@
-"""MONAI-style dict transforms that MONAI lacks (reference augmentations of the methods)."""
+"""MONAI-style dict transforms that MONAI lacks (reference augmentations of the methods), and the per-dataset
+pipelines (``Compose`` factories) that the bundle configs reference with ``_target_``."""
 
+from .pipelines import (
+    acdc_eval_transforms,
+    acdc_post_transforms,
+    acdc_train_transforms,
+    hdf5_load_transforms,
+    la_eval_transforms,
+    la_post_transforms,
+    la_train_transforms,
+)
 from .spatial import SSL4MISRandomGeneratord, UAMTRandCropd
 
-__all__ = ["SSL4MISRandomGeneratord", "UAMTRandCropd"]
+__all__ = [
+    "SSL4MISRandomGeneratord",
+    "UAMTRandCropd",
+    "hdf5_load_transforms",
+    "acdc_train_transforms",
+    "acdc_eval_transforms",
+    "acdc_post_transforms",
+    "la_train_transforms",
+    "la_eval_transforms",
+    "la_post_transforms",
+]

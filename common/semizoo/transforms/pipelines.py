@@ -1,0 +1,166 @@
+"""Per-dataset transform pipelines that every bundle of a dataset references from its configs with ``_target_``.
+
+Why factories: all bundles of one dataset must see the same data, so a dataset's pipeline is one function here,
+changed in one place and pinned against the explicit MONAI transform sequence in ``tests/test_pipelines.py``, while
+each bundle's JSON keeps what distinguishes it (network, method, schedule) and the IDs MONAI's tools read
+(``train#preprocessing``, ``validate#preprocessing``, ``preprocessing``, ``postprocessing``). Bundles already import
+``semizoo`` (networks, methods) and ``export-bundle`` vendors it, so each stays self-contained and runs with
+``python -m monai.bundle run training --config_file configs/train.json`` from its own folder; layered config files
+would instead need several ``--config_file`` arguments, ``%`` macros that resolve against the working directory, or
+a shared JSON outside the bundle folder. The factories return plain MONAI ``Compose`` objects of MONAI (or
+``semizoo.transforms``) dict transforms, so caching, ``set_random_state`` seeding and MONAI Label's filtering of
+``Compose.transforms`` behave as with a ``Compose`` written out in JSON; ``inference.json`` keeps ``LoadImaged`` and
+``SaveImaged`` as visible top-level transforms (MONAI Deploy strips those two) around the factory (``load=False``).
+
+Pipelines (keys ``image``/``label``; the HDF5 files come from ``semizoo prepare``):
+
+- ACDC train: ``LoadImaged`` per key (:func:`hdf5_load_transforms`), ``EnsureChannelFirstd(no_channel)``,
+  ``SSL4MISRandomGeneratord(output_size=patch_size)`` (SSL4MIS ``RandomGenerator``), ``EnsureTyped(track_meta=False)``.
+- LA train: ``LoadImaged`` per key, ``EnsureChannelFirstd(no_channel)``, ``RandRotate90d(prob=0.75, max_k=3)`` and
+  ``OneOf(Flipd(axis 0), Flipd(axis 1))`` (UA-MT ``RandomRotFlip``), ``UAMTRandCropd(roi_size=patch_size)``,
+  ``EnsureTyped(track_meta=False)``.
+- eval (validation, test, inference; both datasets): ``LoadImaged`` per key, ``EnsureChannelFirstd(no_channel)``,
+  ``EnsureTyped`` (meta data kept for the reports and ``SaveImaged``).
+- post: ``AsDiscreted(argmax)``; LA optionally ``KeepLargestConnectedComponentd`` (evaluation.md's LCC).
+
+``labeled=False`` (the unlabelled stream, inference) loads and types ``image`` only; the random spatial transforms
+name both keys with ``allow_missing_keys`` in either stream (a missing label is skipped).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from monai.config import KeysCollection
+from monai.transforms import (
+    AsDiscreted,
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    Flipd,
+    KeepLargestConnectedComponentd,
+    LoadImaged,
+    OneOf,
+    RandRotate90d,
+)
+from monai.utils import ensure_tuple
+
+from ..data.hdf5 import HDF5Reader
+from .spatial import SSL4MISRandomGeneratord, UAMTRandCropd
+
+__all__ = [
+    "hdf5_load_transforms",
+    "acdc_train_transforms",
+    "acdc_eval_transforms",
+    "acdc_post_transforms",
+    "la_train_transforms",
+    "la_eval_transforms",
+    "la_post_transforms",
+]
+
+# the random spatial transforms name both keys in either stream; a missing label is skipped (allow_missing_keys)
+_SPATIAL_KEYS = ["image", "label"]
+
+
+def _keys(labeled: bool) -> list[str]:
+    return ["image", "label"] if labeled else ["image"]
+
+
+def hdf5_load_transforms(keys: KeysCollection = ("image", "label")) -> list[LoadImaged]:
+    """One ``LoadImaged(keys=k, reader=HDF5Reader(key=k), image_only=True)`` per key, in the order of ``keys``.
+
+    ``HDF5Reader`` reads the h5 dataset named like the key; it rejects non-h5 suffixes, so NIfTI/PNG items (MONAI
+    Label) fall back to MONAI's readers.
+    """
+    return [LoadImaged(keys=key, reader=HDF5Reader(key=key), image_only=True) for key in ensure_tuple(keys)]
+
+
+def acdc_train_transforms(patch_size: Sequence[int] = (256, 256), labeled: bool = True, load: bool = True) -> Compose:
+    """ACDC 2D training slices: SSL4MIS ``RandomGenerator`` (rot90+flip or rotation, nearest resize to ``patch_size``).
+
+    Args:
+        patch_size: ``(H, W)`` after the resize (``@patch_size``).
+        labeled: load and type ``label`` too (``False`` for the unlabelled stream).
+        load: start with the HDF5 ``LoadImaged`` per key.
+    """
+    keys = _keys(labeled)
+    return Compose(
+        (hdf5_load_transforms(keys) if load else [])
+        + [
+            EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
+            SSL4MISRandomGeneratord(keys=_SPATIAL_KEYS, output_size=patch_size, allow_missing_keys=True),
+            EnsureTyped(keys=keys, track_meta=False),
+        ]
+    )
+
+
+def la_train_transforms(patch_size: Sequence[int] = (112, 112, 80), labeled: bool = True, load: bool = True) -> Compose:
+    """LA 3D training patches: UA-MT ``RandomRotFlip`` (rot90 in x/y, then a flip along x or y), UA-MT's random crop.
+
+    Args:
+        patch_size: crop ``(X, Y, Z)`` (``@patch_size``).
+        labeled: load and type ``label`` too (``False`` for the unlabelled stream).
+        load: start with the HDF5 ``LoadImaged`` per key.
+    """
+    keys = _keys(labeled)
+    return Compose(
+        (hdf5_load_transforms(keys) if load else [])
+        + [
+            EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
+            RandRotate90d(keys=_SPATIAL_KEYS, prob=0.75, max_k=3, spatial_axes=[0, 1], allow_missing_keys=True),
+            OneOf(
+                transforms=[
+                    Flipd(keys=_SPATIAL_KEYS, spatial_axis=0, allow_missing_keys=True),
+                    Flipd(keys=_SPATIAL_KEYS, spatial_axis=1, allow_missing_keys=True),
+                ]
+            ),
+            UAMTRandCropd(keys=_SPATIAL_KEYS, roi_size=patch_size, allow_missing_keys=True),
+            EnsureTyped(keys=keys, track_meta=False),
+        ]
+    )
+
+
+def _eval_transforms(labeled: bool, load: bool) -> Compose:
+    keys = _keys(labeled)
+    return Compose(
+        (hdf5_load_transforms(keys) if load else [])
+        + [EnsureChannelFirstd(keys=keys, channel_dim="no_channel"), EnsureTyped(keys=keys)]
+    )
+
+
+def acdc_eval_transforms(labeled: bool = True, load: bool = True) -> Compose:
+    """ACDC validation/test volumes (the slice-wise inferer resizes): load, add the channel, keep meta data.
+
+    Args:
+        labeled: load ``label`` too (``False`` for inference).
+        load: start with the HDF5 ``LoadImaged`` per key (``inference.json`` writes its own, for MONAI Deploy).
+    """
+    return _eval_transforms(labeled, load)
+
+
+def la_eval_transforms(labeled: bool = True, load: bool = True) -> Compose:
+    """LA validation/test volumes (the sliding-window inferer pads): load, add the channel, keep meta data.
+
+    Args:
+        labeled: load ``label`` too (``False`` for inference).
+        load: start with the HDF5 ``LoadImaged`` per key (``inference.json`` writes its own, for MONAI Deploy).
+    """
+    return _eval_transforms(labeled, load)
+
+
+def acdc_post_transforms() -> Compose:
+    """ACDC predictions: ``AsDiscreted(pred, argmax)``; no post-processing (SSL4MIS)."""
+    return Compose([AsDiscreted(keys="pred", argmax=True)])
+
+
+def la_post_transforms(largest_component: bool = False) -> Compose:
+    """LA predictions: ``AsDiscreted(pred, argmax)``, then optionally the largest 3D connected component of the atrium.
+
+    Args:
+        largest_component: ``KeepLargestConnectedComponentd(applied_labels=[1], connectivity=3)`` (the papers'
+            test-time LCC; training-time validation runs without it).
+    """
+    transforms = [AsDiscreted(keys="pred", argmax=True)]
+    if largest_component:
+        transforms.append(KeepLargestConnectedComponentd(keys="pred", applied_labels=[1], connectivity=3))
+    return Compose(transforms)

@@ -1,0 +1,360 @@
+"""Per-dataset pipeline factories (``semizoo.transforms.pipelines``) and the bundle configs that reference them.
+
+The factories are pinned against the explicit MONAI transform sequences the bundle JSON used to spell out (same
+transforms, same arguments, same random draws on a phantom HDF5 file). The config tests catch drift: every bundle of
+one dataset references the same factories, and two bundles of one dataset differ only in the IDs that distinguish
+them (network, method, optimizer, schedule).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from itertools import combinations
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from bundle_data import dataset_of
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.transforms import (
+    AsDiscreted,
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    Flipd,
+    KeepLargestConnectedComponentd,
+    LoadImaged,
+    OneOf,
+    RandRotate90d,
+)
+from semizoo.data import HDF5Reader
+from semizoo.transforms import (
+    SSL4MISRandomGeneratord,
+    UAMTRandCropd,
+    acdc_eval_transforms,
+    acdc_post_transforms,
+    acdc_train_transforms,
+    hdf5_load_transforms,
+    la_eval_transforms,
+    la_post_transforms,
+    la_train_transforms,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
+DRAWS = 12  # random draws compared per pipeline
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the explicit sequences (what train.json / inference.json / evaluate.json of bundle version 0.1.x wrote out)
+
+
+def _load(*keys):
+    return [LoadImaged(keys=k, reader=HDF5Reader(key=k), image_only=True) for k in keys]
+
+
+def explicit_acdc_train(patch_size, labeled):
+    keys = ["image", "label"] if labeled else "image"
+    return Compose(
+        _load(*(["image", "label"] if labeled else ["image"]))
+        + [
+            EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
+            SSL4MISRandomGeneratord(keys=["image", "label"], output_size=patch_size, allow_missing_keys=True),
+            EnsureTyped(keys=keys, track_meta=False),
+        ]
+    )
+
+
+def explicit_la_train(patch_size, labeled):
+    keys = ["image", "label"] if labeled else "image"
+    both = ["image", "label"]
+    return Compose(
+        _load(*(["image", "label"] if labeled else ["image"]))
+        + [
+            EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
+            RandRotate90d(keys=both, prob=0.75, max_k=3, spatial_axes=[0, 1], allow_missing_keys=True),
+            OneOf(
+                transforms=[
+                    Flipd(keys=both, spatial_axis=0, allow_missing_keys=True),
+                    Flipd(keys=both, spatial_axis=1, allow_missing_keys=True),
+                ]
+            ),
+            UAMTRandCropd(keys=both, roi_size=patch_size, allow_missing_keys=True),
+            EnsureTyped(keys=keys, track_meta=False),
+        ]
+    )
+
+
+def explicit_eval(labeled):
+    keys = ["image", "label"] if labeled else "image"
+    return Compose(
+        _load(*(["image", "label"] if labeled else ["image"]))
+        + [EnsureChannelFirstd(keys=keys, channel_dim="no_channel"), EnsureTyped(keys=keys)]
+    )
+
+
+def explicit_post(largest_component):
+    transforms = [AsDiscreted(keys="pred", argmax=True)]
+    if largest_component:
+        transforms.append(KeepLargestConnectedComponentd(keys="pred", applied_labels=[1], connectivity=3))
+    return Compose(transforms)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# phantom data and comparison helpers
+
+
+def _h5(path: Path, shape, seed: int, classes: int) -> Path:
+    rng = np.random.default_rng(seed)
+    image = rng.random(shape).astype(np.float32)
+    label = (image * classes).astype(np.uint8).clip(0, classes - 1)
+    with h5py.File(path, "w") as handle:
+        handle["image"], handle["label"] = image, label
+        handle.attrs["spacing"] = np.ones(len(shape))
+    return path
+
+
+@pytest.fixture
+def acdc_slice(tmp_path):
+    path = str(_h5(tmp_path / "patient001_frame01_slice_1.h5", (40, 36), 0, 4))
+    return {"image": path, "label": path, "patient": "patient001"}
+
+
+@pytest.fixture
+def la_volume(tmp_path):
+    path = str(_h5(tmp_path / "la.h5", (30, 28, 20), 1, 2))
+    return {"image": path, "label": path, "patient": "LA001"}
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], (torch.Tensor, np.ndarray)):
+            assert type(a[key]) is type(b[key]), key
+            assert a[key].shape == b[key].shape and a[key].dtype == b[key].dtype, key
+            assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key])), key
+        else:
+            assert a[key] == b[key], key
+
+
+def _compare(factory: Compose, explicit: Compose, item: dict, draws: int = DRAWS) -> list[dict]:
+    assert [type(t) for t in factory.transforms] == [type(t) for t in explicit.transforms]
+    factory.set_random_state(seed=7)
+    explicit.set_random_state(seed=7)
+    outputs = []
+    for _ in range(draws):
+        a, b = factory(dict(item)), explicit(dict(item))
+        _same(a, b)
+        outputs.append(a)
+    return outputs
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# factories == explicit sequences
+
+
+def test_hdf5_load_transforms_has_one_loader_per_key():
+    loaders = hdf5_load_transforms(["image", "label"])
+    assert [type(t) for t in loaders] == [LoadImaged, LoadImaged]
+    assert [list(t.keys) for t in loaders] == [["image"], ["label"]]
+    readers = [t._loader.readers[-1] for t in loaders]  # the user reader is tried first (last in the list)
+    assert all(isinstance(r, HDF5Reader) for r in readers) and [r.key for r in readers] == ["image", "label"]
+    assert all(t._loader.image_only for t in loaders)
+    assert [list(t.keys) for t in hdf5_load_transforms("image")] == [["image"]]
+
+
+@pytest.mark.parametrize("labeled", [True, False])
+def test_acdc_train_transforms_equal_the_explicit_sequence(acdc_slice, labeled):
+    item = acdc_slice if labeled else {k: v for k, v in acdc_slice.items() if k != "label"}
+    outputs = _compare(acdc_train_transforms([32, 24], labeled=labeled), explicit_acdc_train([32, 24], labeled), item)
+    for out in outputs:
+        assert out["image"].shape == (1, 32, 24) and not isinstance(out["image"], MetaTensor)
+        assert ("label" in out) == labeled
+    # the draws differ (rotation/flip/none), so the comparison above is not of one fixed output
+    assert len({out["image"].numpy().tobytes() for out in outputs}) > 1
+
+
+@pytest.mark.parametrize("labeled", [True, False])
+def test_la_train_transforms_equal_the_explicit_sequence(la_volume, labeled):
+    item = la_volume if labeled else {k: v for k, v in la_volume.items() if k != "label"}
+    outputs = _compare(la_train_transforms([16, 16, 8], labeled=labeled), explicit_la_train([16, 16, 8], labeled), item)
+    for out in outputs:
+        assert out["image"].shape == (1, 16, 16, 8) and not isinstance(out["image"], MetaTensor)
+        assert ("label" in out) == labeled
+    assert len({out["image"].numpy().tobytes() for out in outputs}) > 1
+
+
+@pytest.mark.parametrize("factory", [acdc_eval_transforms, la_eval_transforms])
+@pytest.mark.parametrize("labeled", [True, False])
+def test_eval_transforms_equal_the_explicit_sequence(la_volume, factory, labeled):
+    item = la_volume if labeled else {"image": la_volume["image"]}
+    (out,) = _compare(factory(labeled=labeled), explicit_eval(labeled), item, draws=1)
+    assert isinstance(out["image"], MetaTensor) and out["image"].shape == (1, 30, 28, 20)  # meta kept for reports
+    assert ("label" in out) == labeled
+
+
+@pytest.mark.parametrize("factory", [acdc_eval_transforms, la_eval_transforms])
+def test_eval_transforms_without_load_follow_an_explicit_loader(la_volume, factory):
+    """inference.json: a visible LoadImaged (MONAI Deploy strips it), then the factory with ``load=False``."""
+    tail = factory(labeled=False, load=False)
+    assert type(tail.transforms[0]) is EnsureChannelFirstd
+    nested = Compose([*_load("image"), tail])
+    _same(nested({"image": la_volume["image"]}), explicit_eval(False)({"image": la_volume["image"]}))
+    tail = acdc_train_transforms([8, 8], load=False)
+    assert not any(isinstance(t, LoadImaged) for t in tail.transforms)
+
+
+@pytest.mark.parametrize(
+    "factory, explicit",
+    [
+        (acdc_post_transforms(), explicit_post(False)),
+        (la_post_transforms(), explicit_post(False)),
+        (la_post_transforms(largest_component=True), explicit_post(True)),
+    ],
+)
+def test_post_transforms_equal_the_explicit_sequence(factory, explicit):
+    logits = torch.zeros(2, 12, 12, 6)
+    logits[1, 1:4, 1:4, 1:3] = 1.0  # two foreground blobs, the second one larger
+    logits[1, 6:11, 6:11, 1:5] = 1.0
+    (out,) = _compare(factory, explicit, {"pred": logits}, draws=1)
+    assert out["pred"].shape == (1, 12, 12, 6)
+    assert int(out["pred"].sum()) == (100 if len(explicit.transforms) == 2 else 18 + 100)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# bundle configs: factories wired as before, no drift between bundles of one dataset
+
+# IDs (``#`` paths, fnmatch patterns) in which two bundles of one dataset may differ: what distinguishes them
+DISTINGUISHING = {
+    "train.json": ["network_def", "network_def#*", "method", "method#*", "optimizer#*", "lr_scheduler#*"]
+    + ["max_iterations", "lr_step"],
+    "inference.json": ["network_def", "network_def#*"],
+    "evaluate.json": ["validate#handlers#*#empty"],  # empty-case convention of the method's paper
+    "multi_gpu_train.json": [],
+    "smoke.json": ["method#*"],
+}
+PIPELINE_IDS = {
+    "train.json": {
+        "train#preprocessing": {"_target_": "semizoo.transforms.{ds}_train_transforms", "patch_size": "@patch_size"},
+        "train#unlabeled_preprocessing": {
+            "_target_": "semizoo.transforms.{ds}_train_transforms",
+            "patch_size": "@patch_size",
+            "labeled": False,
+        },
+        "validate#preprocessing": {"_target_": "semizoo.transforms.{ds}_eval_transforms"},
+        "validate#postprocessing": {"_target_": "semizoo.transforms.{ds}_post_transforms"},
+    },
+    "inference.json": {
+        "preprocessing#transforms#1": {
+            "_target_": "semizoo.transforms.{ds}_eval_transforms",
+            "labeled": False,
+            "load": False,
+        },
+        "postprocessing#transforms#0#_target_": "semizoo.transforms.{ds}_post_transforms",
+    },
+    "evaluate.json": {"validate#postprocessing#_target_": "semizoo.transforms.{ds}_post_transforms"},
+}
+
+
+def _config(bundle: str, name: str) -> dict:
+    return json.loads((REPO / "bundles" / bundle / "configs" / name).read_text())
+
+
+def _get(config: dict, path: str):
+    parts = path.split("#")
+    for n in range(len(parts), 0, -1):  # override files use "a#b" keys
+        head = "#".join(parts[:n])
+        if head in config:
+            node = config[head]
+            for part in parts[n:]:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            return node
+    raise KeyError(path)
+
+
+def _flatten(node, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict) and node:
+        items = node.items()
+    elif isinstance(node, list) and node:
+        items = ((str(i), v) for i, v in enumerate(node))
+    else:
+        return {prefix: node}
+    flat = {}
+    for key, value in items:
+        flat.update(_flatten(value, f"{prefix}#{key}" if prefix else key))
+    return flat
+
+
+def _distinguishing(name: str, path: str) -> bool:
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in DISTINGUISHING[name])
+
+
+def _groups() -> list[tuple[str, list[str]]]:
+    by_dataset: dict[str, list[str]] = {}
+    for bundle in BUNDLES:
+        by_dataset.setdefault(dataset_of(bundle), []).append(bundle)
+    return sorted(by_dataset.items())
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_bundles_reference_their_dataset_pipelines(bundle):
+    ds = dataset_of(bundle)
+    for name, ids in PIPELINE_IDS.items():
+        config = _config(bundle, name)
+        for path, expected in ids.items():
+            expected = json.loads(json.dumps(expected).replace("{ds}", ds))
+            assert _get(config, path) == expected, (bundle, name, path)
+    inference = _config(bundle, "inference.json")  # MONAI Deploy strips a visible LoadImaged / SaveImaged
+    assert inference["preprocessing"]["transforms"][0]["_target_"] == "LoadImaged"
+    assert inference["postprocessing"]["transforms"][-1]["_target_"] == "SaveImaged"
+
+
+@pytest.mark.parametrize("name", sorted(DISTINGUISHING))
+def test_bundles_of_one_dataset_differ_only_in_what_distinguishes_them(name):
+    """Shared sections (handlers, trainer, validation, pipelines, schedules of evaluation) are pinned equal."""
+    for dataset, bundles in _groups():
+        for a, b in combinations(bundles, 2):
+            config_a, config_b = _config(a, name), _config(b, name)
+            shared_a, shared_b = ([k for k in c if not _distinguishing(name, k)] for c in (config_a, config_b))
+            assert shared_a == shared_b, f"{a} and {b}: the shared IDs of {name} differ or are ordered differently"
+            flat_a, flat_b = _flatten(config_a), _flatten(config_b)
+            differing = {k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k, KeyError) != flat_b.get(k, KeyError)}
+            drift = sorted(k for k in differing if not _distinguishing(name, k))
+            assert not drift, f"{dataset}: {a} and {b} differ in shared IDs of {name}: {drift}"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_bundle_pipelines_instantiate_to_the_explicit_sequences(bundle, acdc_slice, la_volume):
+    """The JSON wiring (patch size, labeled flag) gives the explicit sequences' outputs."""
+    ds = dataset_of(bundle)
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+    patch = [32, 24] if ds == "acdc" else [16, 16, 8]
+    parser["patch_size"] = patch
+    explicit_train = explicit_acdc_train if ds == "acdc" else explicit_la_train
+    item = acdc_slice if ds == "acdc" else la_volume
+    unlabeled = {k: v for k, v in item.items() if k != "label"}
+    _compare(parser.get_parsed_content("train#preprocessing"), explicit_train(patch, True), item, draws=4)
+    _compare(parser.get_parsed_content("train#unlabeled_preprocessing"), explicit_train(patch, False), unlabeled, 4)
+    _compare(parser.get_parsed_content("validate#preprocessing"), explicit_eval(True), la_volume, draws=1)
+
+
+@pytest.mark.parametrize("bundle", [b for b in BUNDLES if dataset_of(b) == "la"])
+def test_la_bundles_validate_every_200_iterations_from_2000(bundle):
+    """SS-Net's official LA schedule; smoke.json validates within its few iterations."""
+    train, smoke = _config(bundle, "train.json"), _config(bundle, "smoke.json")
+    assert (train["val_interval"], train["val_start"]) == (200, 2000)
+    (handler,) = [h for h in train["train"]["handlers"] if "validator" in h]
+    assert handler["_target_"] == "semizoo.handlers.ScheduledValidationHandler"
+    assert (handler["interval"], handler["start"], handler["epoch_level"]) == ("@val_interval", "@val_start", False)
+    assert smoke["val_start"] <= smoke["val_interval"] <= smoke["max_iterations"]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_multi_gpu_ranks_select_handlers_by_type(bundle):
+    multi = _config(bundle, "multi_gpu_train.json")
+    assert multi["train#trainer#train_handlers"] == "$semizoo.handlers.main_process_handlers(@train#handlers)"
