@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 from semizoo.handlers import SegmentationReport
-from semizoo.quickstart import results_table
+from semizoo.quickstart import METHODS, per_class_table, plan_runs, results_table, short_table
 
 
 def _report(tmp_path, name, shrink_rv: bool, seed: int = 0) -> dict:
@@ -25,8 +25,9 @@ def test_results_table_reports_paired_difference_and_per_class_volumes(tmp_path)
         "cases": 3,
         "size": 24,
         "runs": {"labeled_only": {"model.pt": [lower]}, "mean_teacher": {"model.pt": [method]}},
+        "pairs": {"mean_teacher": "labeled_only"},
     }
-    table = results_table(results)
+    table = results_table(results) + "\n" + "\n".join(per_class_table(results))
     # halving the rv: Dice 2*32/(64+32) = 2/3 per slice, volume ratio 0.5; lv untouched
     assert "| mean_teacher | 0 | model.pt | 66.7 / 0.50 | 100.0 / 1.00 |" in table
     assert "| labeled_only | 0 | model.pt | 100.0 / 1.00 | 100.0 / 1.00 |" in table
@@ -34,3 +35,38 @@ def test_results_table_reports_paired_difference_and_per_class_volumes(tmp_path)
     expected = 100 * (1 - 2 / 3) / 2
     assert f"mean_teacher − labeled_only, seed 0, model.pt: {-expected:+.2f} Dice points" in table
     assert lower["confusion"]["per_class"]["rv"]["volume_ratio"] == pytest.approx(1.0)
+
+
+def test_short_table_pairs_each_method_with_its_own_bound(tmp_path):
+    lower, method = _report(tmp_path, "lo", shrink_rv=False), _report(tmp_path, "mt", shrink_rv=True)
+    ss_lower, ss = _report(tmp_path, "lo2", shrink_rv=True), _report(tmp_path, "ss", shrink_rv=False)
+    results = {
+        "setting": "lab3",
+        "iterations": 10,
+        "cases": 3,
+        "size": 24,
+        "labels": {"mt_lo": "labeled-only (MT)", "mt": "Mean Teacher", "ss_lo": "labeled-only (SS)", "ss": "SS-Net"},
+        "pairs": {"mt": "mt_lo", "ss": "ss_lo"},
+        "runs": {
+            "mt_lo": {"model_final.pt": [lower]},
+            "mt": {"model_final.pt": [method]},
+            "ss_lo": {"model_final.pt": [ss_lower]},
+            "ss": {"model_final.pt": [ss]},
+        },
+    }
+    rows = {line.split(" | ")[0].strip("| "): line for line in short_table(results).splitlines() if line.startswith("| ")}
+    delta = 100 * (1 - 2 / 3) / 2
+    assert rows["Mean Teacher"].endswith(f"| {-delta:+.2f} ({-delta:+.2f} to {-delta:+.2f}) |")
+    assert rows["SS-Net"].endswith(f"| {delta:+.2f} ({delta:+.2f} to {delta:+.2f}) |")
+    assert rows["labeled-only (MT)"].endswith("| (bound) |")
+    # Dice of the halved-rv model: class mean (2/3 + 1) / 2 on every case, so the CI is degenerate
+    assert f"| {100 * (2 / 3 + 1) / 2:.2f} ({100 * (2 / 3 + 1) / 2:.2f}–" in rows["Mean Teacher"]
+
+
+def test_plan_runs_pairs_bounds_with_methods_and_rejects_unknown_ones():
+    runs = plan_runs(["ssnet", "mean_teacher"])
+    assert [r.key for r in runs] == ["ssnet_labeled_only", "ssnet", "mean_teacher_labeled_only", "mean_teacher"]
+    assert runs[1].baseline == "ssnet_labeled_only" and runs[0].configs == ("labeled_only.json",)
+    assert {r.bundle for r in runs} == {METHODS["ssnet"][0], METHODS["mean_teacher"][0]}
+    with pytest.raises(ValueError, match="choose from"):
+        plan_runs(["fixmatch"])

@@ -190,31 +190,31 @@ class Commands:
         self,
         out: str = "runs/quickstart",
         seeds: Sequence[int] | int = (0,),
-        iterations: int = 2000,
+        iterations: int = 400,
         cases: int = 40,
         size: int = 64,
         setting: str = "lab3",
-        bundle: str = "meanteacher_acdc_segmentation",
-        method: str = "mean_teacher",
+        methods: Sequence[str] | str = ("ssnet", "mean_teacher"),
     ) -> None:
         """The quick start: phantom ACDC, labeled-only vs semi-supervised methods; prints the results table.
 
-        The models are trained and evaluated through the bundle runner.
+        Each method's bundle is trained twice (the method, and labeled-only with the same recipe) and evaluated
+        through the bundle runner; a progress bar shows the whole job. Finished runs under OUT are reused.
 
         Args:
             out: run folder (phantom data, prepared data, one folder per model and seed, results).
             seeds: training seeds, one or a list (e.g. --seeds='[0,1,2]').
-            iterations: training iterations per run.
+            iterations: training iterations per run; schedules scale with it (evaluation.md's compression rule).
             cases: number of phantom ACDC patients.
             size: in-plane matrix of the phantom slices.
             setting: labelled-data setting of the prepared datalists (lab3, lab7 or full).
-            bundle: the bundle folder or name under bundles/ to train.
-            method: name of the bundle's semi-supervised method in the results table.
+            methods: semi-supervised methods to compare with their labeled-only bounds (ssnet, mean_teacher).
         """
         from .quickstart import run_quickstart
 
         seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
-        run_quickstart(out, seeds, iterations, cases, size, setting, method=method, bundle=bundle)
+        methods = (methods,) if isinstance(methods, str) else tuple(methods)
+        run_quickstart(out, seeds, iterations, cases, size, setting, methods=methods)
 
 
 def dashed(name: str) -> str:

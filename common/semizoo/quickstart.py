@@ -1,11 +1,13 @@
-"""The README quick start and ``reproduce``-style comparisons on phantom ACDC.
+"""The README quick start: phantom ACDC, semi-supervised methods against their labeled-only bounds, in minutes.
 
-``run_quickstart`` generates phantom ACDC (raw CREATIS layout), prepares it, then for each model (the labeled-only
-lower bound and Mean Teacher) and seed trains ``bundles/meanteacher_acdc_segmentation`` through
-``python -m monai.bundle run training`` with the quick-start override (evaluation.md's budget-compression rule:
-N = 2000 iterations, 64×64 slices, batch 4+4), evaluates both checkpoints on the test split with ``evaluate.json``
-and prints a Markdown results table with bootstrap CIs, the paired CI of the Dice difference and a per-class table
-(Dice and predicted/reference volume).
+``run_quickstart`` generates phantom ACDC (raw CREATIS layout), prepares it, then for each method (SS-Net and the
+classic Mean Teacher by default) trains its bundle twice through ``python -m monai.bundle run training``: once with
+the bundle's method and once labeled-only (``configs/labeled_only.json``: same network, supervised loss and
+schedule, no unlabelled data), both with the bundle's ``configs/quickstart.json`` (evaluation.md's budget-compression
+rule: N iterations, 64×64 slices, batch 4+4, ramp-ups and gates scaled with N). Each model is evaluated on the test
+split with ``configs/evaluate.json`` (best-on-validation and last checkpoints). It prints a short table (Dice and
+HD95 with bootstrap 95 % CIs, paired Dice difference against the method's own labeled-only bound) and writes the
+full tables (Jaccard, ASD, mm, per class) to ``results.md``. A progress bar shows the whole job with an ETA.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,12 +27,63 @@ import numpy as np
 
 from .metrics.bootstrap import bootstrap_ci_diff
 
-__all__ = ["run_quickstart", "results_table", "per_class_table", "REPO_ROOT"]
+__all__ = [
+    "run_quickstart",
+    "short_table",
+    "results_table",
+    "per_class_table",
+    "plan_runs",
+    "QuickRun",
+    "METHODS",
+    "REPO_ROOT",
+]
 
 logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLE = "meanteacher_acdc_segmentation"
-LOWER_BOUND = "labeled_only"
+CHECKPOINTS = ("model_final.pt", "model.pt")
+CHECKPOINT_NAMES = {"model_final.pt": "last", "model.pt": "best on validation"}
+
+# method -> (bundle, display name, seconds per quick-start iteration on 2 CPU cores: the progress bar's weights,
+# measured with `python -m semizoo benchmark`; the labeled-only step of every ACDC bundle costs ~0.09 s)
+METHODS: dict[str, tuple[str, str, float]] = {
+    "ssnet": ("ssnet_acdc_segmentation", "SS-Net", 0.42),
+    "mean_teacher": ("meanteacher_acdc_segmentation", "Mean Teacher", 0.22),
+}
+LABELED_ONLY_STEP_SECONDS = 0.09
+# seconds of the fixed stages on 2 CPU cores (progress-bar weights only)
+DATA_SECONDS, START_SECONDS, EVALUATE_SECONDS = 10.0, 5.0, 8.0
+_ITERATION_LOG = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+)")
+
+
+@dataclass(frozen=True)
+class QuickRun:
+    """One training run of the quick start: a bundle with override configs, paired with a baseline run."""
+
+    key: str
+    label: str
+    bundle: str
+    configs: tuple[str, ...]
+    step_seconds: float
+    baseline: str | None = None
+
+
+def plan_runs(methods: Sequence[str]) -> list[QuickRun]:
+    """For each method its labeled-only bound (same bundle, ``configs/labeled_only.json``), then the method.
+
+    Raises:
+        ValueError: for a method the quick start does not know, listing the known ones.
+    """
+    runs = []
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown quick-start method {method!r}; choose from {sorted(METHODS)}.")
+        bundle, label, seconds = METHODS[method]
+        bound = f"{method}_labeled_only"
+        runs.append(
+            QuickRun(bound, f"labeled-only ({label} recipe)", bundle, ("labeled_only.json",), LABELED_ONLY_STEP_SECONDS)
+        )
+        runs.append(QuickRun(method, label, bundle, (), seconds, baseline=bound))
+    return runs
 
 
 def _bundle_dir(bundle: str) -> Path:
@@ -36,8 +91,45 @@ def _bundle_dir(bundle: str) -> Path:
     return path if path.is_dir() else REPO_ROOT / "bundles" / bundle
 
 
-def _monai_run(run_id: str, bundle: Path, configs: list[str], overrides: dict[str, Any], log: Path) -> float:
-    files = [str(bundle / c) for c in configs]
+class _Progress:
+    """One bar for the whole job, in estimated seconds of work, so its ETA covers every remaining stage."""
+
+    def __init__(self, total: float) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=round(total),
+            unit="s",
+            bar_format="{l_bar}{bar}| [{elapsed}<{remaining}] {postfix}",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        self.done = 0.0
+
+    def stage(self, text: str) -> None:
+        self.bar.set_description(text)
+
+    def advance_to(self, done: float) -> None:
+        done = min(done, self.bar.total)
+        if done > self.done:
+            self.bar.update(round(done) - round(self.done))
+            self.done = done
+
+    def close(self) -> None:
+        self.advance_to(self.bar.total)
+        self.bar.close()
+
+
+def _monai_run(
+    run_id: str,
+    bundle: Path,
+    configs: list[str],
+    overrides: dict[str, Any],
+    log: Path,
+    on_iteration=None,
+) -> float:
+    """``python -m monai.bundle run RUN_ID`` from the log's folder; calls ``on_iteration(i)`` as it logs iterations."""
+    files = [str(bundle / "configs" / c) for c in configs]
     command = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", json.dumps(files)]
     command += ["--bundle_root", str(bundle), "--meta_file", str(bundle / "configs/metadata.json")]
     command += ["--logging_file", str(bundle / "configs/logging.conf")]
@@ -45,74 +137,131 @@ def _monai_run(run_id: str, bundle: Path, configs: list[str], overrides: dict[st
         command += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     start = time.time()
     with open(log, "w") as handle:
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=str(log.parent))
-    if result.returncode != 0:
-        raise RuntimeError(f"`{' '.join(command)}` failed (exit {result.returncode}); see {log}")
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(log.parent), text=True, bufsize=1
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            handle.write(line)
+            match = _ITERATION_LOG.search(line)
+            if match and on_iteration is not None:
+                epoch, iteration, length = (int(g) for g in match.groups())
+                on_iteration((epoch - 1) * length + iteration)
+        returncode = process.wait()
+    if returncode != 0:
+        raise RuntimeError(f"`{' '.join(command)}` failed (exit {returncode}); see {log}")
     return time.time() - start
 
 
 def run_quickstart(
     out: str | os.PathLike = "runs/quickstart",
     seeds: Sequence[int] = (0,),
-    iterations: int = 2000,
+    iterations: int = 400,
     cases: int = 40,
     size: int = 64,
     setting: str = "lab3",
-    method: str = "mean_teacher",
-    bundle: str = BUNDLE,
+    methods: Sequence[str] = ("ssnet", "mean_teacher"),
 ) -> dict[str, Any]:
-    """Phantom data -> train each model and seed -> evaluate on test -> results table; returns the results.
+    """Phantom data -> train each method and its labeled-only bound per seed -> evaluate on test -> tables.
 
-    The models are the bundle's labeled-only bound (``configs/labeled_only.json``) and its own method (``method``
-    names it in the table), both with the bundle's ``configs/quickstart.json``.
+    Finished runs and evaluations under ``out`` are reused, so an interrupted quick start continues where it stopped.
+    Returns the results (also written to ``out/results.json``).
     """
     from .data.phantoms import generate
     from .data.prepare import prepare
 
+    runs = plan_runs(methods)
     out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     raw, prepared = out / "phantom_acdc", out / "acdc_prepared"
+    log_interval = max(1, iterations // 40)
+    work_per_run = [START_SECONDS + run.step_seconds * iterations + 2 * EVALUATE_SECONDS for run in runs]
+    progress = _Progress(DATA_SECONDS + len(seeds) * sum(work_per_run))
+    started = time.time()
+    progress.stage("phantom data")
     if not (raw / "semizoo_phantom.json").is_file():
         generate("acdc", raw, cases=cases, seed=0, preset="test", size=size)
     if not (prepared / "prepare_report.json").is_file():
         prepare("acdc", raw, prepared)
-    bundle_dir = _bundle_dir(bundle)
-    configs = ["configs/train.json", "configs/quickstart.json"]
-    results: dict[str, Any] = {"setting": setting, "iterations": iterations, "cases": cases, "size": size, "runs": {}}
-    overlays = {LOWER_BOUND: ["configs/labeled_only.json"], method: []}
-    for model, model_configs in overlays.items():
+    done = DATA_SECONDS
+    progress.advance_to(done)
+    results: dict[str, Any] = {
+        "setting": setting,
+        "iterations": iterations,
+        "cases": cases,
+        "size": size,
+        "labels": {run.key: run.label for run in runs},
+        "pairs": {run.key: run.baseline for run in runs if run.baseline},
+        "runs": {},
+        "train_seconds": {},
+    }
+    try:
         for seed in seeds:
-            run_dir = out / f"{model}_seed{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            overrides = {
-                "dataset_dir": str(prepared),
-                "ckpt_dir": str(run_dir / "models"),
-                "output_dir": str(run_dir / "eval"),
-                "setting": setting,
-                "seed": seed,
-                "max_iterations": iterations,
-            }
-            train_configs = configs + model_configs
-            if not (run_dir / "models" / "model_final.pt").is_file():
-                seconds = _monai_run("training", bundle_dir, train_configs, overrides, run_dir / "train.log")
-                (run_dir / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
-            for checkpoint in ("model.pt", "model_final.pt"):
-                metrics = run_dir / "eval" / Path(checkpoint).stem / "metrics.json"
-                if not metrics.is_file():
-                    eval_overrides = {**overrides, "ckpt_file": str(run_dir / "models" / checkpoint)}
-                    _monai_run(
-                        "evaluating",
-                        bundle_dir,
-                        train_configs + ["configs/evaluate.json"],
-                        eval_overrides,
-                        run_dir / f"evaluate_{Path(checkpoint).stem}.log",
-                    )
-                results["runs"].setdefault(model, {}).setdefault(checkpoint, []).append(json.loads(metrics.read_text()))
-    table = results_table(results)
-    (out / "results.md").write_text(table + "\n")
+            for run, work in zip(runs, work_per_run):
+                _train_and_evaluate(run, seed, out, prepared, setting, iterations, log_interval, progress, done, results)
+                done += work
+                progress.advance_to(done)
+    finally:
+        progress.close()
+    results["wall_seconds"] = round(time.time() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=4) + "\n")
-    print(table)
-    print(f"\nwritten: {out / 'results.md'}; overlays: {out}/<model>_seed<k>/eval/<checkpoint>/overlays.png")
+    full = results_table(results) + "\n\n" + "\n".join(per_class_table(results))
+    (out / "results.md").write_text(short_table(results) + "\n\n" + full + "\n")
+    print(short_table(results))
+    print(f"\nwall time {results['wall_seconds'] / 60:.1f} min; full tables (Jaccard, ASD, mm, per class): {out}/results.md")
+    print(f"overlays: {out}/<model>_seed<k>/eval/<checkpoint>/overlays.png")
     return results
+
+
+def _train_and_evaluate(
+    run: QuickRun,
+    seed: int,
+    out: Path,
+    prepared: Path,
+    setting: str,
+    iterations: int,
+    log_interval: int,
+    progress: _Progress,
+    done: float,
+    results: dict[str, Any],
+) -> None:
+    bundle = _bundle_dir(run.bundle)
+    run_dir = out / f"{run.key}_seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = {
+        "dataset_dir": str(prepared),
+        "ckpt_dir": str(run_dir / "models"),
+        "output_dir": str(run_dir / "eval"),
+        "setting": setting,
+        "seed": seed,
+        "max_iterations": iterations,
+        "log_interval": log_interval,
+    }
+    configs = ["train.json", "quickstart.json", *run.configs]
+    progress.stage(f"{run.label}, seed {seed}: training")
+    timing = run_dir / "train_seconds.txt"
+    if not (run_dir / "models" / "model_final.pt").is_file():
+        start = done + START_SECONDS
+        seconds = _monai_run(
+            "training",
+            bundle,
+            configs,
+            overrides,
+            run_dir / "train.log",
+            on_iteration=lambda i: progress.advance_to(start + run.step_seconds * i),
+        )
+        timing.write_text(f"{seconds:.1f}\n")
+    results["train_seconds"].setdefault(run.key, []).append(float(timing.read_text()) if timing.is_file() else None)
+    progress.advance_to(done + START_SECONDS + run.step_seconds * iterations)
+    for index, checkpoint in enumerate(CHECKPOINTS):
+        progress.stage(f"{run.label}, seed {seed}: evaluating ({CHECKPOINT_NAMES[checkpoint]})")
+        metrics = run_dir / "eval" / Path(checkpoint).stem / "metrics.json"
+        if not metrics.is_file():
+            eval_overrides = {**overrides, "ckpt_file": str(run_dir / "models" / checkpoint)}
+            log = run_dir / f"evaluate_{Path(checkpoint).stem}.log"
+            _monai_run("evaluating", bundle, configs + ["evaluate.json"], eval_overrides, log)
+        results["runs"].setdefault(run.key, {}).setdefault(checkpoint, []).append(json.loads(metrics.read_text()))
+        progress.advance_to(done + START_SECONDS + run.step_seconds * iterations + (index + 1) * EVALUATE_SECONDS)
 
 
 def _fmt(stats: dict, scale: float = 1.0, digits: int = 2) -> str:
@@ -127,12 +276,47 @@ def _case_dice(report: dict) -> np.ndarray:
     return np.array([c["voxel"]["mean"]["dice"] for c in sorted(report["cases"], key=lambda c: c["case"])])
 
 
+def _pairs(results: dict[str, Any]) -> dict[str, str]:
+    return {run: base for run, base in results.get("pairs", {}).items() if run in results["runs"] and base}
+
+
+def _paired_difference(report: dict, base: dict) -> str:
+    diff, low, high = bootstrap_ci_diff(_case_dice(report), _case_dice(base))
+    return f"{100 * diff:+.2f} ({100 * low:+.2f} to {100 * high:+.2f})"
+
+
+def _caption(results: dict[str, Any]) -> str:
+    return (
+        f"Phantom ACDC, setting {results['setting']}, {results['iterations']} iterations per model, "
+        f"{results['cases']} phantom patients at {results['size']}x{results['size']}; test split, class mean "
+        "(RV, myocardium, LV); mean over cases with bootstrap 95% CI."
+    )
+
+
+def short_table(results: dict[str, Any], checkpoint: str = "model_final.pt") -> str:
+    """The quick start's headline: Dice and HD95 (voxel) per model and seed, and ΔDice vs the own labeled-only bound."""
+    pairs, labels = _pairs(results), results.get("labels", {})
+    lines = [
+        _caption(results) + f" Checkpoint: {CHECKPOINT_NAMES.get(checkpoint, checkpoint)} iteration.",
+        "",
+        "| model | seed | Dice % | HD95 (voxel) | Dice − labeled-only (paired) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, by_checkpoint in results["runs"].items():
+        for index, report in enumerate(by_checkpoint.get(checkpoint, [])):
+            voxel = report["summary"]["voxel"]
+            base = pairs.get(key)
+            diff = _paired_difference(report, results["runs"][base][checkpoint][index]) if base else "(bound)"
+            seed = report["settings"].get("seed")
+            row = [labels.get(key, key), str(seed), _fmt(voxel["dice"], 100), _fmt(voxel["hd95"]), diff]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def results_table(results: dict[str, Any]) -> str:
     """Markdown table: one row per model, seed and checkpoint; then paired Dice differences vs labeled-only."""
     lines = [
-        f"Phantom ACDC, setting {results['setting']}, {results['iterations']} iterations per model, "
-        f"{results['cases']} phantom patients at {results['size']}x{results['size']}; test split, class mean "
-        "(RV, myocardium, LV); mean over cases with bootstrap 95% CI.",
+        _caption(results),
         "",
         "| model | seed | checkpoint | Dice % | Jaccard % | HD95 (voxel) | ASD (voxel) | HD95 (mm) | ASD (mm) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -153,21 +337,19 @@ def results_table(results: dict[str, Any]) -> str:
                 ]
                 row += [_fmt(mm["hd95"]), _fmt(mm["asd"])] if mm else ["n/a", "n/a"]
                 lines.append("| " + " | ".join(row) + " |")
-    runs = results["runs"]
-    if LOWER_BOUND in runs and len(runs) > 1:
+    pairs = _pairs(results)
+    if pairs:
         lines += ["", "Paired difference of per-case Dice vs labeled-only (same test cases; bootstrap 95% CI):", ""]
-        for model in runs:
-            if model == LOWER_BOUND:
-                continue
-            for checkpoint, reports in runs[model].items():
-                for report, base in zip(reports, runs[LOWER_BOUND][checkpoint]):
-                    diff, low, high = bootstrap_ci_diff(_case_dice(report), _case_dice(base))
+        for model, base in pairs.items():
+            for checkpoint, reports in results["runs"][model].items():
+                for report, base_report in zip(reports, results["runs"][base][checkpoint]):
                     seed = report["settings"].get("seed")
+                    diff, low, high = bootstrap_ci_diff(_case_dice(report), _case_dice(base_report))
                     lines.append(
-                        f"- {model} − labeled_only, seed {seed}, {checkpoint}: "
+                        f"- {model} − {base}, seed {seed}, {checkpoint}: "
                         f"{100 * diff:+.2f} Dice points (95% CI {100 * low:+.2f} to {100 * high:+.2f})"
                     )
-    return "\n".join(lines + [""] + per_class_table(results))
+    return "\n".join(lines)
 
 
 def per_class_table(results: dict[str, Any]) -> list[str]:
