@@ -238,8 +238,11 @@ def _state(*objects):
     import copy
 
     return [
-        {k: v.detach().clone() for k, v in o.named_parameters()} if isinstance(o, torch.nn.Module)
-        else copy.deepcopy(o.state_dict())
+        (
+            {k: v.detach().clone() for k, v in o.named_parameters()}
+            if isinstance(o, torch.nn.Module)
+            else copy.deepcopy(o.state_dict())
+        )
         for o in objects
     ]
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..losses.ssnet import class_separation_loss, soft_dice_loss, vat_lds_loss
+from ..losses.ssnet import soft_dice_loss, vat_lds_loss
 from ..networks.utils import unwrap
 from ..schedules import stepped_sigmoid_rampup
 from .base import Method, register, zero_like

@@ -74,9 +74,9 @@ class SegmentationMetric(CumulativeIterationMetric):
                 spacing = spacing[: pred.ndim]
             rows.append(
                 [
-                    binary_metrics(
-                        pred == c, ref == c, spacing=spacing, empty=self.empty, metrics=(self.metric_name,)
-                    )[self.metric_name]
+                    binary_metrics(pred == c, ref == c, spacing=spacing, empty=self.empty, metrics=(self.metric_name,))[
+                        self.metric_name
+                    ]
                     for c in self.labels
                 ]
             )
