@@ -111,3 +111,37 @@ def test_main_process_handlers_keeps_all_without_ddp_and_drops_writers_on_other_
     assert main_process_handlers(handlers) == keep
     monkeypatch.setattr(dist, "get_rank", lambda: 0)
     assert main_process_handlers(handlers) == handlers
+
+
+def _net(seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+
+
+@pytest.mark.parametrize("teacher_from", ["teacher", "student"])
+def test_stage_loader_chains_student_and_teacher(tmp_path, teacher_from):
+    from semizoo.handlers import StageLoader
+
+    student_saved, teacher_saved = _net(1), _net(2)
+    torch.save({"student": student_saved.state_dict(), "teacher": teacher_saved.state_dict()}, tmp_path / "s.pt")
+    student, teacher = _net(3), _net(4)
+    weight = student[0].weight
+    engine = Engine(lambda e, b: None)
+    StageLoader(tmp_path / "s.pt", torch.nn.DataParallel(student), teacher, teacher_from=teacher_from).attach(engine)
+    assert not torch.equal(student[0].weight, student_saved[0].weight)  # nothing happens before STARTED
+    engine.run([0], max_epochs=1)
+    assert student[0].weight is weight  # in place: an optimizer built on it keeps working
+    assert torch.equal(student[0].weight, student_saved[0].weight)
+    source = teacher_saved if teacher_from == "teacher" else student_saved
+    assert torch.equal(teacher[0].weight, source[0].weight)
+
+
+def test_stage_loader_fails_early_naming_the_missing_file(tmp_path):
+    from semizoo.handlers import StageLoader
+
+    with pytest.raises(FileNotFoundError, match="stage1.pt"):
+        StageLoader(tmp_path / "stage1.pt", _net(0))
+    StageLoader(None, _net(0)).attach(Engine(lambda e, b: None))  # disabled: random initialisation
+    torch.save({"model": _net(0).state_dict()}, tmp_path / "model.pt")
+    with pytest.raises(KeyError, match="stage file"):
+        StageLoader(tmp_path / "model.pt", _net(0))()

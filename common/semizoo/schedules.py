@@ -26,6 +26,7 @@ __all__ = [
     "poly_scheduler",
     "step_scheduler",
     "constant_scheduler",
+    "cosine_temperature",
 ]
 
 
@@ -105,3 +106,22 @@ def step_scheduler(optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> 
 def constant_scheduler(optimizer: Optimizer) -> LRScheduler:
     """A scheduler that keeps the base LR (SS-Net ACDC), so every config can attach one."""
     return ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def cosine_temperature(e: float, E: float, t_low: float, t_high: float = 1.0, period_frac: float = 1.0) -> float:
+    """ACTION++ cosine temperature ``t_low + (t_high - t_low) · (1 + cos(2πe / (period_frac · E))) / 2``.
+
+    The adaptive temperature of ACTION++ (You et al., MICCAI 2023; action.md §4-§5), as ``get_current_t`` in
+    charlesyou999648/ACTION @ 77730a7 (``code/train_2D_action++.py``): ``t_high`` at ``e = 0``, ``t_low`` half a
+    period later, period ``period_frac · E`` epochs. Epochs count iterations: ``e = iteration // iters_per_epoch``,
+    ``E = max_iterations // iters_per_epoch + 1`` (30000 iterations per stage), with ``iters_per_epoch`` =
+    ``⌊N_labelled / labelled_bs⌋`` in pre-training stage 2 and ``⌊n_unlabelled / B⌋`` in fine-tuning.
+    Used for the pre-training ``Ts``/``Tt``, the ReCo τ ("ATS") and the TSC temperature.
+
+    Raises:
+        ValueError: when ``E`` or ``period_frac`` is not positive.
+    """
+    if E <= 0 or period_frac <= 0:
+        raise ValueError(f"E and period_frac must be positive, got E={E} and period_frac={period_frac}.")
+    phase = 2.0 * math.pi * float(e) / (float(period_frac) * float(E))
+    return float(t_low) + (float(t_high) - float(t_low)) * (1.0 + math.cos(phase)) / 2.0

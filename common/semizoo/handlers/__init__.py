@@ -1,7 +1,14 @@
 """Every handler semizoo adds to MONAI's: NaN guard, resumable checkpoints, validation schedule, evaluation report,
 the segmentation metric for evaluators and handler selections (``every``, ``main_process_handlers``)."""
 
-from .checkpoint import AtomicCheckpointSaver, ResumeHandler, RNGState, TrainingCheckpointer, latest_checkpoint
+from .checkpoint import (
+    AtomicCheckpointSaver,
+    ResumeHandler,
+    RNGState,
+    StageLoader,
+    TrainingCheckpointer,
+    latest_checkpoint,
+)
 from .filters import WRITING_HANDLERS, every, main_process_handlers
 from .nan_guard import NaNGuard, NonFiniteLossError
 from .report import SegmentationReport, summarise
@@ -19,6 +26,7 @@ __all__ = [
     "ResumeHandler",
     "AtomicCheckpointSaver",
     "TrainingCheckpointer",
+    "StageLoader",
     "SegmentationReport",
     "summarise",
     "SegmentationMetricHandler",

@@ -27,7 +27,14 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", name="Engine")
 
-__all__ = ["RNGState", "latest_checkpoint", "ResumeHandler", "TrainingCheckpointer", "AtomicCheckpointSaver"]
+__all__ = [
+    "RNGState",
+    "latest_checkpoint",
+    "ResumeHandler",
+    "TrainingCheckpointer",
+    "AtomicCheckpointSaver",
+    "StageLoader",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -196,3 +203,63 @@ class TrainingCheckpointer:
         AtomicCheckpointSaver(
             self.save_dir, objects, save_interval=self.save_interval, epoch_level=False, n_saved=self.n_saved
         ).attach(engine)
+
+
+class StageLoader:
+    """Initialise a stage from the previous stage's file ``{"student": state_dict, "teacher": state_dict}``.
+
+    Multi-stage methods (ACTION: encoder pre-training, full pre-training, fine-tuning; action.md §8) chain their
+    stages through such files. The file is checked when the handler is built, so a missing one fails before any
+    training with a message naming it. At ``STARTED`` the weights are copied in place (the optimizer keeps its
+    parameter objects); attach it before :class:`TrainingCheckpointer`, whose resume then takes precedence.
+
+    Args:
+        path: the previous stage's file; ``None`` or ``""`` disables the handler (random initialisation).
+        student: the network that receives ``state["student"]`` (DDP wrappers are unwrapped).
+        teacher: optional network that receives ``state[teacher_from]``.
+        teacher_from: ``"teacher"`` (stage 2 loads both stage-1 nets) or ``"student"`` (stage 3 starts student and
+            teacher from the stage-2 student).
+        strict: forwarded to ``load_state_dict``.
+
+    Raises:
+        FileNotFoundError: when ``path`` is set but does not exist.
+        ValueError: for an unknown ``teacher_from``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        student: torch.nn.Module,
+        teacher: torch.nn.Module | None = None,
+        teacher_from: str = "teacher",
+        strict: bool = True,
+    ) -> None:
+        if teacher_from not in ("teacher", "student"):
+            raise ValueError(f"teacher_from must be 'teacher' or 'student', got {teacher_from!r}.")
+        self.path = os.fspath(path) if path else None
+        if self.path is not None and not os.path.isfile(self.path):
+            raise FileNotFoundError(
+                f"previous stage checkpoint {self.path} does not exist: run the earlier stage first "
+                "(`python -m semizoo stages BUNDLE` runs them in order) or set pretrained_checkpoint."
+            )
+        self.student, self.teacher, self.teacher_from, self.strict = student, teacher, teacher_from, bool(strict)
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        if self.path is not None:
+            engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        """Copy the stage's weights into the student (and teacher)."""
+        from ..networks.utils import unwrap
+
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        required = ["student"] + ([self.teacher_from] if self.teacher is not None else [])
+        missing = [key for key in required if key not in state]
+        if missing:
+            raise KeyError(f"{self.path} holds {sorted(state)}, not {missing}: is it a stage file of this bundle?")
+        unwrap(self.student).load_state_dict(state["student"], strict=self.strict)
+        if self.teacher is not None:
+            unwrap(self.teacher).load_state_dict(state[self.teacher_from], strict=self.strict)
+        logger.info("initialised from %s (teacher from its %s)", self.path, self.teacher_from)

@@ -1,8 +1,18 @@
 """Loss functions: pure functional cores plus thin ``nn.Module`` wrappers, one module per family."""
 
+from .action import (
+    ReCoLoss,
+    SoftLabelKLLoss,
+    WeightedPseudoLabelCE,
+    queue_logits,
+    reco_loss,
+    soft_label_kl,
+    weighted_pseudo_label_ce,
+)
 from .consistency import SoftmaxMSELoss, softmax_mse
 from .segmentation import dice_ce_loss
 from .ssnet import ForegroundDiceLoss, binary_dice_loss, class_separation_loss, soft_dice_loss, vat_lds_loss
+from .tsc import load_or_create_centres, tsc_loss, uniform_hypersphere_centres
 
 __all__ = [
     "SoftmaxMSELoss",
@@ -13,4 +23,14 @@ __all__ = [
     "ForegroundDiceLoss",
     "vat_lds_loss",
     "class_separation_loss",
+    "queue_logits",
+    "soft_label_kl",
+    "weighted_pseudo_label_ce",
+    "reco_loss",
+    "SoftLabelKLLoss",
+    "WeightedPseudoLabelCE",
+    "ReCoLoss",
+    "tsc_loss",
+    "uniform_hypersphere_centres",
+    "load_or_create_centres",
 ]

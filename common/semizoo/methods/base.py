@@ -112,9 +112,14 @@ class Method(nn.Module):
         self.network.train(mode)
         return self
 
-    def zero_gradient_anchor(self) -> Tensor:
-        """``0 · Σ θ`` over the network's trainable parameters: adds no value, gives each a (zero) gradient."""
-        return sum((p.sum() for p in self.network.parameters() if p.requires_grad), torch.zeros(())) * 0.0
+    def zero_gradient_anchor(self, *modules: nn.Module) -> Tensor:
+        """``0 · Σ θ`` over the trainable parameters of ``modules`` (default: the network).
+
+        Adds nothing to the loss but gives each parameter a (zero) gradient, so DDP's all-reduce never waits for a
+        parameter that this step did not use (e.g. heads of classes without memory, a decoder frozen in a stage).
+        """
+        parameters = [p for m in (modules or (self.network,)) for p in m.parameters() if p.requires_grad]
+        return sum((p.sum() for p in parameters), torch.zeros(())) * 0.0
 
     def copy_network(self) -> nn.Module:
         """A frozen copy of the unwrapped student (no gradients), e.g. to start an EMA teacher."""

@@ -1,5 +1,6 @@
 """Reference architectures of the methods (ssnet.md §2), the loader of official checkpoints and network helpers."""
 
+from .action import ActionDistillHeads, RepresentationHead, logit_windows, pyramid_features
 from .official import load_official_weights, official_to_semizoo_key
 from .ssnet import SSNetHeads, SSNetNetwork
 from .unet2d import SSL4MISUNet
@@ -17,4 +18,8 @@ __all__ = [
     "frozen_copy",
     "ema_decay",
     "ema_update_",
+    "ActionDistillHeads",
+    "RepresentationHead",
+    "logit_windows",
+    "pyramid_features",
 ]

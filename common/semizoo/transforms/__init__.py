@@ -1,6 +1,7 @@
 """MONAI-style dict transforms that MONAI lacks (reference augmentations of the methods), and the per-dataset
 pipelines (``Compose`` factories) that the bundle configs reference with ``_target_``."""
 
+from .action import ActionStrongAug, AdvMorph, action_pretrain_views, mix_unlabeled
 from .pipelines import (
     acdc_eval_transforms,
     acdc_post_transforms,
@@ -22,4 +23,8 @@ __all__ = [
     "la_train_transforms",
     "la_eval_transforms",
     "la_post_transforms",
+    "action_pretrain_views",
+    "mix_unlabeled",
+    "ActionStrongAug",
+    "AdvMorph",
 ]
