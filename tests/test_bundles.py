@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
 SCHEMA = Path(__file__).parent / "schemas" / "meta_schema_20240725.json"
 MAIN_CONFIGS = {"train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "smoke.json", "metadata.json"}
+MAIN_CONFIGS |= {"stages.json"}  # the stage order of multi-stage bundles, not a config
 
 pytestmark = pytest.mark.slow
 
@@ -203,3 +204,32 @@ def test_metadata_and_style(bundle, tmp_path):
     train = json.loads((bundle_dir / "configs" / "train.json").read_text())
     assert "'test'" not in json.dumps(train), "train.json must never read the test split"
     assert train["training"] == train["run"]
+
+
+def test_multi_stage_bundles_chain_their_stages(bundle, tmp_path):
+    """``python -m semizoo stages`` trains every stage of every variant in order, each from the previous output."""
+    name, _, data = bundle
+    bundle_dir = tmp_path / name  # a fresh copy: the module's scratch copy already holds smoke outputs
+    shutil.copytree(REPO / "bundles" / name, bundle_dir)
+    stages_file = bundle_dir / "configs" / "stages.json"
+    if not stages_file.is_file():
+        assert name.split("_")[0] not in {"action"}, f"{name} is a multi-stage method but has no configs/stages.json"
+        return
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    outputs = {}
+    for variant in json.loads(stages_file.read_text()):
+        command = [sys.executable, "-m", "semizoo", "stages", str(bundle_dir), "--variant", variant]
+        command += ["--override", "configs/smoke.json", "--dataset_dir", str(data)]
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+        outputs[variant] = [line for line in result.stdout.splitlines() if line.startswith("/")]
+        log = result.stdout + result.stderr
+        assert log.count("initialised from") == len(outputs[variant]) - 1, log[-3000:]  # every stage after the first
+        assert all(Path(path).is_file() for path in outputs[variant])
+    shared_first = {tuple(paths[:1]) for paths in outputs.values()}
+    assert len(shared_first) == 1  # variants share stage 1, trained once
+    final = {paths[-1] for paths in outputs.values()}
+    assert len(final) == len(outputs)  # each variant writes its own model
+    for path in final:
+        state = torch.load(path, weights_only=True)
+        assert not any(k.startswith("module.") for k in state)

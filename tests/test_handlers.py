@@ -142,6 +142,7 @@ def test_stage_loader_fails_early_naming_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="stage1.pt"):
         StageLoader(tmp_path / "stage1.pt", _net(0))
     StageLoader(None, _net(0)).attach(Engine(lambda e, b: None))  # disabled: random initialisation
+    assert StageLoader(tmp_path / "stage1.pt", _net(0), missing_ok=True).path is None
     torch.save({"model": _net(0).state_dict()}, tmp_path / "model.pt")
     with pytest.raises(KeyError, match="stage file"):
         StageLoader(tmp_path / "model.pt", _net(0))()

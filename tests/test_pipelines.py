@@ -30,6 +30,7 @@ from monai.transforms import (
     LoadImaged,
     OneOf,
     RandRotate90d,
+    Resized,
 )
 from semizoo.data import HDF5Reader
 from semizoo.transforms import (
@@ -37,6 +38,7 @@ from semizoo.transforms import (
     UAMTRandCropd,
     acdc_eval_transforms,
     acdc_post_transforms,
+    acdc_resize_transforms,
     acdc_train_transforms,
     hdf5_load_transforms,
     la_eval_transforms,
@@ -46,6 +48,19 @@ from semizoo.transforms import (
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
+# the training pipeline of a bundle, when it is not its dataset's ``{ds}_train_transforms`` (ACTION only resizes)
+TRAIN_PIPELINE = {"action_acdc_segmentation": "acdc_resize_transforms"}
+
+
+def _train_pipeline(bundle: str) -> str:
+    return TRAIN_PIPELINE.get(bundle, "{ds}_train_transforms")
+
+
+def _layout(bundle: str) -> str:
+    """Bundles are compared within a dataset and a layout: single-stage, or multi-stage (``configs/stages.json``)."""
+    return "stages" if (REPO / "bundles" / bundle / "configs" / "stages.json").is_file() else "single"
+
+
 DRAWS = 12  # random draws compared per pipeline
 
 
@@ -66,6 +81,20 @@ def explicit_acdc_train(patch_size, labeled):
             SSL4MISRandomGeneratord(keys=["image", "label"], output_size=patch_size, allow_missing_keys=True),
             EnsureTyped(keys=keys, track_meta=False),
         ]
+    )
+
+
+def explicit_acdc_resize(patch_size, labeled):
+    """ACTION's ACDC slices: resize only (image bicubic, label nearest), no geometric augmentation."""
+    keys = ["image", "label"] if labeled else "image"
+    resize = [Resized(keys="image", spatial_size=tuple(patch_size), mode="bicubic", align_corners=False)]
+    if labeled:
+        resize.append(Resized(keys="label", spatial_size=tuple(patch_size), mode="nearest"))
+    return Compose(
+        _load(*(["image", "label"] if labeled else ["image"]))
+        + [EnsureChannelFirstd(keys=keys, channel_dim="no_channel")]
+        + resize
+        + [EnsureTyped(keys=keys, track_meta=False)]
     )
 
 
@@ -167,6 +196,17 @@ def test_hdf5_load_transforms_has_one_loader_per_key():
     assert [list(t.keys) for t in hdf5_load_transforms("image")] == [["image"]]
 
 
+@pytest.mark.parametrize("labeled", [True, False], ids=["labeled", "unlabeled"])
+def test_acdc_resize_transforms_equal_the_explicit_sequence(acdc_slice, labeled):
+    item = acdc_slice if labeled else {k: v for k, v in acdc_slice.items() if k != "label"}
+    (out,) = _compare(
+        acdc_resize_transforms([32, 24], labeled=labeled), explicit_acdc_resize([32, 24], labeled), item, 1
+    )
+    assert out["image"].shape == (1, 32, 24) and ("label" in out) == labeled
+    if labeled:  # nearest: only label values of the class range, no interpolated ones
+        assert set(out["label"].unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+
+
 @pytest.mark.parametrize("labeled", [True, False])
 def test_acdc_train_transforms_equal_the_explicit_sequence(acdc_slice, labeled):
     item = acdc_slice if labeled else {k: v for k, v in acdc_slice.items() if k != "label"}
@@ -239,9 +279,9 @@ DISTINGUISHING = {
 }
 PIPELINE_IDS = {
     "train.json": {
-        "train#preprocessing": {"_target_": "semizoo.transforms.{ds}_train_transforms", "patch_size": "@patch_size"},
+        "train#preprocessing": {"_target_": "semizoo.transforms.{train}", "patch_size": "@patch_size"},
         "train#unlabeled_preprocessing": {
-            "_target_": "semizoo.transforms.{ds}_train_transforms",
+            "_target_": "semizoo.transforms.{train}",
             "patch_size": "@patch_size",
             "labeled": False,
         },
@@ -296,7 +336,7 @@ def _distinguishing(name: str, path: str) -> bool:
 def _groups() -> list[tuple[str, list[str]]]:
     by_dataset: dict[str, list[str]] = {}
     for bundle in BUNDLES:
-        by_dataset.setdefault(dataset_of(bundle), []).append(bundle)
+        by_dataset.setdefault(f"{dataset_of(bundle)} ({_layout(bundle)})", []).append(bundle)
     return sorted(by_dataset.items())
 
 
@@ -306,7 +346,8 @@ def test_bundles_reference_their_dataset_pipelines(bundle):
     for name, ids in PIPELINE_IDS.items():
         config = _config(bundle, name)
         for path, expected in ids.items():
-            expected = json.loads(json.dumps(expected).replace("{ds}", ds))
+            text = json.dumps(expected).replace("{train}", _train_pipeline(bundle))
+            expected = json.loads(text.replace("{ds}", ds))
             assert _get(config, path) == expected, (bundle, name, path)
     inference = _config(bundle, "inference.json")  # MONAI Deploy strips a visible LoadImaged / SaveImaged
     assert inference["preprocessing"]["transforms"][0]["_target_"] == "LoadImaged"
@@ -335,7 +376,11 @@ def test_bundle_pipelines_instantiate_to_the_explicit_sequences(bundle, acdc_sli
     parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
     patch = [32, 24] if ds == "acdc" else [16, 16, 8]
     parser["patch_size"] = patch
-    explicit_train = explicit_acdc_train if ds == "acdc" else explicit_la_train
+    explicit_train = {
+        "acdc_train_transforms": explicit_acdc_train,
+        "acdc_resize_transforms": explicit_acdc_resize,
+        "la_train_transforms": explicit_la_train,
+    }[_train_pipeline(bundle).replace("{ds}", ds)]
     item = acdc_slice if ds == "acdc" else la_volume
     unlabeled = {k: v for k, v in item.items() if k != "label"}
     _compare(parser.get_parsed_content("train#preprocessing"), explicit_train(patch, True), item, draws=4)

@@ -186,6 +186,34 @@ class Commands:
                 handle.write(text + "\n")
         return text
 
+    def stages(
+        self,
+        bundle: str,
+        variant: str = "action",
+        dataset_dir: str | None = None,
+        override: Sequence[str] | str = (),
+        force: bool = False,
+        evaluate: bool = True,
+    ) -> str:
+        """Run a multi-stage bundle's stages in order (configs/stages.json), then evaluate the final model.
+
+        A stage whose output file exists is skipped, so an interrupted chain continues where it stopped.
+
+        Args:
+            bundle: the bundle folder or name under bundles/ (e.g. action_acdc_segmentation).
+            variant: key of the bundle's configs/stages.json (e.g. action or actionpp).
+            dataset_dir: prepared data folder; default the bundle's dataset_dir.
+            override: config files of the bundle merged after train.json in every stage (e.g. configs/smoke.json).
+            force: retrain stages whose output exists.
+            evaluate: evaluate the last stage's model on the test split with evaluate.json.
+        """
+        from .convert import bundle_path
+        from .stages import run_stages
+
+        override = (override,) if isinstance(override, str) else tuple(override)
+        outputs = run_stages(bundle_path(bundle), variant, override, dataset_dir, force, evaluate)
+        return "stage outputs:\n" + "\n".join(str(o) for o in outputs)
+
     def quickstart(
         self,
         out: str = "runs/quickstart",

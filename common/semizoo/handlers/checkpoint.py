@@ -220,9 +220,10 @@ class StageLoader:
         teacher_from: ``"teacher"`` (stage 2 loads both stage-1 nets) or ``"student"`` (stage 3 starts student and
             teacher from the stage-2 student).
         strict: forwarded to ``load_state_dict``.
+        missing_ok: a missing file only warns and leaves the initialisation random (smoke runs of one stage).
 
     Raises:
-        FileNotFoundError: when ``path`` is set but does not exist.
+        FileNotFoundError: when ``path`` is set but does not exist (and not ``missing_ok``).
         ValueError: for an unknown ``teacher_from``.
     """
 
@@ -233,10 +234,14 @@ class StageLoader:
         teacher: torch.nn.Module | None = None,
         teacher_from: str = "teacher",
         strict: bool = True,
+        missing_ok: bool = False,
     ) -> None:
         if teacher_from not in ("teacher", "student"):
             raise ValueError(f"teacher_from must be 'teacher' or 'student', got {teacher_from!r}.")
         self.path = os.fspath(path) if path else None
+        if self.path is not None and not os.path.isfile(self.path) and missing_ok:
+            logger.warning("previous stage checkpoint %s does not exist: starting from random weights.", self.path)
+            self.path = None
         if self.path is not None and not os.path.isfile(self.path):
             raise FileNotFoundError(
                 f"previous stage checkpoint {self.path} does not exist: run the earlier stage first "

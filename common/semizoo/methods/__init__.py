@@ -1,9 +1,20 @@
 """Semi-supervised methods as plugins of :class:`semizoo.engines.SemiSupervisedTrainer` (architecture.md)."""
 
+from .action import Action
 from .action_pretrain import ActionPretrain
 from .base import Method, create, register, registered
 from .mean_teacher import MeanTeacher
 from .ssnet import SSNet
 from .supervised import Supervised
 
-__all__ = ["Method", "create", "register", "registered", "MeanTeacher", "SSNet", "Supervised", "ActionPretrain"]
+__all__ = [
+    "Method",
+    "create",
+    "register",
+    "registered",
+    "MeanTeacher",
+    "SSNet",
+    "Supervised",
+    "ActionPretrain",
+    "Action",
+]

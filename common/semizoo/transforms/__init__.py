@@ -5,6 +5,7 @@ from .action import ActionStrongAug, AdvMorph, action_pretrain_views, mix_unlabe
 from .pipelines import (
     acdc_eval_transforms,
     acdc_post_transforms,
+    acdc_resize_transforms,
     acdc_train_transforms,
     hdf5_load_transforms,
     la_eval_transforms,
@@ -18,6 +19,7 @@ __all__ = [
     "UAMTRandCropd",
     "hdf5_load_transforms",
     "acdc_train_transforms",
+    "acdc_resize_transforms",
     "acdc_eval_transforms",
     "acdc_post_transforms",
     "la_train_transforms",

@@ -42,6 +42,7 @@ from monai.transforms import (
     LoadImaged,
     OneOf,
     RandRotate90d,
+    Resized,
 )
 from monai.utils import ensure_tuple
 
@@ -51,6 +52,7 @@ from .spatial import SSL4MISRandomGeneratord, UAMTRandCropd
 __all__ = [
     "hdf5_load_transforms",
     "acdc_train_transforms",
+    "acdc_resize_transforms",
     "acdc_eval_transforms",
     "acdc_post_transforms",
     "la_train_transforms",
@@ -91,6 +93,27 @@ def acdc_train_transforms(patch_size: Sequence[int] = (256, 256), labeled: bool 
             SSL4MISRandomGeneratord(keys=_SPATIAL_KEYS, output_size=patch_size, allow_missing_keys=True),
             EnsureTyped(keys=keys, track_meta=False),
         ]
+    )
+
+
+def acdc_resize_transforms(patch_size: Sequence[int] = (256, 256), labeled: bool = True, load: bool = True) -> Compose:
+    """ACDC 2D training slices for ACTION: resized to ``patch_size`` (image bicubic, label nearest), no geometric
+    augmentation in any stage (action.md §3; the official ACTION loaders only resize).
+
+    Args:
+        patch_size: ``(H, W)`` after the resize (``@patch_size``).
+        labeled: load and type ``label`` too (``False`` for the unlabelled stream).
+        load: start with the HDF5 ``LoadImaged`` per key.
+    """
+    keys = _keys(labeled)
+    resize = [Resized(keys="image", spatial_size=tuple(patch_size), mode="bicubic", align_corners=False)]
+    if labeled:
+        resize.append(Resized(keys="label", spatial_size=tuple(patch_size), mode="nearest"))
+    return Compose(
+        (hdf5_load_transforms(keys) if load else [])
+        + [EnsureChannelFirstd(keys=keys, channel_dim="no_channel")]
+        + resize
+        + [EnsureTyped(keys=keys, track_meta=False)]
     )
 
 
