@@ -44,21 +44,55 @@ def half(batch: tuple[dict, dict], rank: int) -> tuple[dict, dict]:
     return {k: v[pick] for k, v in labeled.items()}, {k: v[pick_u] for k, v in unlabeled.items()}
 
 
-def build(method_name: str) -> tuple[torch.nn.Module, Any]:
-    """Network and method factory, seeded: every rank and the emulation build the same initial state."""
-    from semizoo.methods import MeanTeacher, SSNet
-    from semizoo.networks import SSL4MISUNet, SSNetNetwork
+def build(method_name: str) -> tuple[torch.nn.Module, dict[str, torch.nn.Module], Any]:
+    """The network, the method's other trainable modules (heads, wrapped like the network under DDP) and the method
+    factory ``make(network, extras)``; seeded, so every rank and the emulation build the same initial state."""
+    from semizoo.methods import Action, ActionPretrain, MeanTeacher, SSNet
+    from semizoo.networks import ActionDistillHeads, RepresentationHead, SSL4MISUNet, SSNetNetwork
 
     torch.manual_seed(0)
     backbone = SSL4MISUNet(1, CLASSES)
     if method_name == "mean_teacher":
-        return backbone, lambda net: MeanTeacher(net, consistency_start=0, consistency_rampup=0)
-    network = SSNetNetwork(backbone, CLASSES)
-    return network, lambda net: SSNet(net, CLASSES, lam_max=1.0, rampup_length=0, elements_per_class=8)
+        return backbone, {}, lambda net, extras: MeanTeacher(net, consistency_start=0, consistency_rampup=0)
+    if method_name == "ssnet":
+        network = SSNetNetwork(backbone, CLASSES)
+        return network, {}, lambda net, extras: SSNet(net, CLASSES, lam_max=1.0, rampup_length=0, elements_per_class=8)
+    if method_name == "action_pretrain":  # stage 2: latent and output distillation + supervised loss
+        heads = {"heads": ActionDistillHeads(2, CLASSES, latent_channels=256, latent_dim=16, pool=2)}
+        return (
+            backbone,
+            heads,
+            lambda net, extras: ActionPretrain(
+                net, extras["heads"], (SIZE, SIZE), stage="full", queue_size=8, window_size=16, window_step=8, seed=0
+            ),
+        )
+    if method_name == "actionpp":  # stage 3 with ACTION++'s TSC: pseudo-labels, ReCo, targeted supervised contrast
+        heads = {"rep_head": RepresentationHead(496, 496, spatial_dims=2)}
+        return (
+            backbone,
+            heads,
+            lambda net, extras: Action(
+                net,
+                extras["rep_head"],
+                CLASSES,
+                num_queries=8,
+                num_negatives=16,
+                strong_threshold=0.4,  # low thresholds: every term is active from the first step
+                weak_threshold=0.3,
+                tsc_weight=0.01,
+                tsc_queue_size=48,
+                tsc_queries_per_class=8,
+                tsc_centre_steps=20,
+                max_iterations=STEPS,
+                seed=0,
+            ),
+        )
+    raise ValueError(f"unknown method {method_name!r}")
 
 
-def optimizer_of(network: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(network.parameters(), lr=0.05, momentum=0.9)
+def optimizer_of(network: torch.nn.Module, extras: dict[str, torch.nn.Module]) -> torch.optim.Optimizer:
+    parameters = list(network.parameters()) + [p for module in extras.values() for p in module.parameters()]
+    return torch.optim.SGD(parameters, lr=0.05, momentum=0.9)
 
 
 def result(network: torch.nn.Module, method: Any, losses: list[dict]) -> dict:
@@ -72,9 +106,9 @@ def result(network: torch.nn.Module, method: Any, losses: list[dict]) -> dict:
 
 def emulate(method_name: str) -> list[dict]:
     """One process, two method replicas on the two halves; returns each replica's :func:`result`."""
-    network, make = build(method_name)
-    methods = [make(network), make(network)]
-    optimizer = optimizer_of(network)
+    network, extras, make = build(method_name)
+    methods = [make(network, extras), make(network, extras)]
+    optimizer = optimizer_of(network, extras)
     rng = [torch.get_rng_state(), torch.get_rng_state()]
     losses: list[list[dict]] = [[], []]
     for step, batch in enumerate(batches()):
@@ -107,11 +141,13 @@ def run_rank(method_name: str, out_dir: str) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.set_num_threads(1)
-    network, make = build(method_name)
+    network, extras, make = build(method_name)
     ddp = torch.nn.parallel.DistributedDataParallel(network)
-    method = make(ddp)
+    wrapped = {name: torch.nn.parallel.DistributedDataParallel(module) for name, module in extras.items()}
+    method = make(ddp, wrapped)
     loader = [half(batch, rank) for batch in batches()]
-    trainer = SemiSupervisedTrainer("cpu", None, loader, ddp, method, optimizer_of(ddp), max_iterations=STEPS)
+    optimizer = optimizer_of(ddp, wrapped)
+    trainer = SemiSupervisedTrainer("cpu", None, loader, ddp, method, optimizer, max_iterations=STEPS)
     losses: list[dict] = []
     trainer.add_event_handler(
         Events.ITERATION_COMPLETED, lambda e: losses.append({k: float(v) for k, v in e.state.output[0].items()})

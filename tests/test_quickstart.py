@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from semizoo.handlers import SegmentationReport
@@ -68,7 +70,31 @@ def test_short_table_pairs_each_method_with_its_own_bound(tmp_path):
 def test_plan_runs_pairs_bounds_with_methods_and_rejects_unknown_ones():
     runs = plan_runs(["ssnet", "mean_teacher"])
     assert [r.key for r in runs] == ["ssnet_labeled_only", "ssnet", "mean_teacher_labeled_only", "mean_teacher"]
-    assert runs[1].baseline == "ssnet_labeled_only" and runs[0].configs == ("labeled_only.json",)
-    assert {r.bundle for r in runs} == {METHODS["ssnet"][0], METHODS["mean_teacher"][0]}
+    assert runs[1].baseline == "ssnet_labeled_only" and runs[0].stages == (("labeled_only.json",),)
+    assert runs[1].stages == ((),) and runs[0].iterations_scale == runs[1].iterations_scale == 1
+    assert {r.bundle for r in runs} == {METHODS["ssnet"].bundle, METHODS["mean_teacher"].bundle}
     with pytest.raises(ValueError, match="choose from"):
         plan_runs(["fixmatch"])
+
+
+def test_multi_stage_methods_share_one_bound_with_as_many_supervised_iterations():
+    """ACTION and ACTION++ train three stages of one bundle; their single labeled-only bound gets 2 x N iterations
+    (stages 2 and 3 use the labels), and a method of another dataset is refused."""
+    runs = plan_runs(["action", "actionpp"], dataset="acdc")
+    assert [r.key for r in runs] == ["action_labeled_only", "action", "actionpp"]
+    bound, action, actionpp = runs
+    assert bound.iterations_scale == 2 and action.iterations_scale == actionpp.iterations_scale == 1
+    assert action.baseline == actionpp.baseline == "action_labeled_only"
+    assert action.stages == (("pretrain_encoder.json",), ("pretrain.json",), ())
+    assert actionpp.stages[1:] == (("pretrain_actionpp.json",), ("train_actionpp.json",))
+    assert len(action.step_seconds) == len(action.stages)
+    assert {r.bundle for r in plan_runs(["action_la"], dataset="la")} == {"action_la_segmentation"}
+    with pytest.raises(ValueError, match="trains on la, not acdc"):
+        plan_runs(["action_la"], dataset="acdc")
+
+
+def test_every_quick_start_stage_config_exists():
+    for method in METHODS.values():
+        configs = Path(__file__).resolve().parents[1] / "bundles" / method.bundle / "configs"
+        for name in ["quickstart.json", "labeled_only.json", *(c for stage in method.stages for c in stage)]:
+            assert (configs / name).is_file(), f"{method.bundle}: configs/{name} missing"

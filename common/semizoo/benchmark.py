@@ -6,6 +6,9 @@ with the method's supervised loss, same network, same labelled batch) and the me
 unlabelled batch) are timed **in alternating blocks in one process**, so the ratio is measured side by side
 (evaluation.md, "Benchmarks"). Random tensors of the configured patch and batch sizes stand in for data, so the
 figures are the model's cost without the data pipeline.
+
+A multi-stage bundle (``configs/stages.json``, e.g. ACTION's pre-training and fine-tuning) is timed once per distinct
+stage config, each against the labeled-only step at that stage's batch.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from .convert import bundle_path
 
-__all__ = ["step_cost", "run_benchmark"]
+__all__ = ["step_cost", "stage_configs", "run_benchmark"]
 
 
 def _build(bundle: Path, overrides: Sequence[str]) -> tuple[Any, Any, dict]:
@@ -29,6 +32,8 @@ def _build(bundle: Path, overrides: Sequence[str]) -> tuple[Any, Any, dict]:
     parser.read_config([str(bundle / "configs" / "train.json")] + [str(bundle / "configs" / o) for o in overrides])
     parser["bundle_root"] = str(bundle)
     parser["device"] = "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')"
+    if "iters_per_epoch" in parser:  # derived from the dataset's length in the bundle; no data is read here
+        parser["iters_per_epoch"] = 100
     method = parser.get_parsed_content("method")
     optimizer = parser.get_parsed_content("optimizer")
     sizes = {
@@ -96,19 +101,40 @@ def step_cost(
     }
 
 
+def stage_configs(bundle: str) -> list[str | None]:
+    """The distinct stage configs of a multi-stage bundle in first-use order (``None`` for ``train.json`` itself);
+    ``[None]`` for a single-stage bundle."""
+    plan = bundle_path(bundle) / "configs" / "stages.json"
+    if not plan.is_file():
+        return [None]
+    stages: list[str | None] = []
+    for files in json.loads(plan.read_text()).values():
+        for name in files:
+            stage = None if name == "train.json" else name
+            if stage not in stages:
+                stages.append(stage)
+    return stages
+
+
 def run_benchmark(bundles: Sequence[str], overrides: Sequence[str] = (), out: str | None = None, iterations: int = 10):
-    """Time every bundle; print a Markdown table and write ``benchmark.json`` to ``out`` when given."""
-    results = [step_cost(b, overrides, iterations=iterations) for b in bundles]
+    """Time every bundle (every stage of a multi-stage one); print a Markdown table and write ``benchmark.json`` to
+    ``out`` when given."""
+    results = [
+        step_cost(b, [*overrides, *([stage] if stage else [])], iterations=iterations)
+        for b in bundles
+        for stage in stage_configs(b)
+    ]
     lines = [
-        "| bundle | device | batch L+U, patch | method s/step | labeled-only s/step | ratio |",
-        "|---|---|---|---|---|---|",
+        "| bundle | stage | device | batch L+U, patch | method s/step | labeled-only s/step | ratio |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         b, s = r["batch"], r["seconds_per_step"]
         patch = "x".join(map(str, b["patch"]))
+        stage = next((o for o in r["overrides"] if o not in overrides), "train.json")
         lines.append(
-            f"| {r['bundle']} | {r['device']} ({r['threads']} threads) | {b['labeled']}+{b['unlabeled']}, {patch} | "
-            f"{s['method']:.3f} | {s['labeled_only']:.3f} | {r['overhead_ratio']:.2f} |"
+            f"| {r['bundle']} | {stage} | {r['device']} ({r['threads']} threads) | {b['labeled']}+{b['unlabeled']}, "
+            f"{patch} | {s['method']:.3f} | {s['labeled_only']:.3f} | {r['overhead_ratio']:.2f} |"
         )
     table = "\n".join(lines)
     if out:

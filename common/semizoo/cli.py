@@ -219,30 +219,36 @@ class Commands:
         out: str = "runs/quickstart",
         seeds: Sequence[int] | int = (0,),
         iterations: int = 400,
-        cases: int = 40,
+        cases: int | None = None,
         size: int = 64,
-        setting: str = "lab3",
-        methods: Sequence[str] | str = ("ssnet", "mean_teacher"),
+        setting: str | None = None,
+        methods: Sequence[str] | str | None = None,
+        dataset: str = "acdc",
     ) -> None:
-        """The quick start: phantom ACDC, labeled-only vs semi-supervised methods; prints the results table.
+        """The quick start: phantom data, labeled-only vs semi-supervised methods; prints the results table.
 
-        Each method's bundle is trained twice (the method, and labeled-only with the same recipe) and evaluated
-        through the bundle runner; a progress bar shows the whole job. Finished runs under OUT are reused.
+        Each method's bundle is trained (every stage of a multi-stage method such as ACTION) and so is its
+        labeled-only bound with the same recipe; both are evaluated through the bundle runner on the test split.
+        A progress bar shows the whole job. Finished runs under OUT are reused.
 
         Args:
             out: run folder (phantom data, prepared data, one folder per model and seed, results).
             seeds: training seeds, one or a list (e.g. --seeds='[0,1,2]').
-            iterations: training iterations per run; schedules scale with it (evaluation.md's compression rule).
-            cases: number of phantom ACDC patients.
-            size: in-plane matrix of the phantom slices.
-            setting: labelled-data setting of the prepared datalists (lab3, lab7 or full).
-            methods: semi-supervised methods to compare with their labeled-only bounds (ssnet, mean_teacher).
+            iterations: training iterations per run (per stage); schedules scale with it (evaluation.md's
+                compression rule). A multi-stage method's labeled-only bound gets as many iterations as the
+                method's stages that use labels.
+            cases: number of phantom patients (default: acdc 40, la 24).
+            size: ACDC only: in-plane matrix of the phantom slices.
+            setting: labelled-data setting of the prepared datalists (default 5 %: acdc lab3, la lab4).
+            methods: methods to compare with their labeled-only bounds (acdc: ssnet, mean_teacher, action,
+                actionpp; la: action_la, actionpp_la); default acdc: ssnet and mean_teacher, la: both ACTIONs.
+            dataset: acdc or la.
         """
         from .quickstart import run_quickstart
 
         seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
-        methods = (methods,) if isinstance(methods, str) else tuple(methods)
-        run_quickstart(out, seeds, iterations, cases, size, setting, methods=methods)
+        methods = (methods,) if isinstance(methods, str) else (None if methods is None else tuple(methods))
+        run_quickstart(out, seeds, iterations, cases, size, setting, methods=methods, dataset=dataset)
 
 
 def dashed(name: str) -> str:

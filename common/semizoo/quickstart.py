@@ -33,8 +33,10 @@ __all__ = [
     "results_table",
     "per_class_table",
     "plan_runs",
+    "QuickMethod",
     "QuickRun",
     "METHODS",
+    "DATASETS",
     "REPO_ROOT",
 ]
 
@@ -42,14 +44,42 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS = ("model_final.pt", "model.pt")
 CHECKPOINT_NAMES = {"model_final.pt": "last", "model.pt": "best on validation"}
+CHECKPOINT_KEYS = {"model_final.pt": "final_model_file", "model.pt": "model_file"}
 
-# method -> (bundle, display name, seconds per quick-start iteration on 2 CPU cores: the progress bar's weights,
-# measured with `python -m semizoo benchmark`; the labeled-only step of every ACDC bundle costs ~0.09 s)
-METHODS: dict[str, tuple[str, str, float]] = {
-    "ssnet": ("ssnet_acdc_segmentation", "SS-Net", 0.42),
-    "mean_teacher": ("meanteacher_acdc_segmentation", "Mean Teacher", 0.22),
+
+@dataclass(frozen=True)
+class QuickMethod:
+    """A semi-supervised method the quick start can compare with its labeled-only bound.
+
+    ``stages`` are the override configs of each training stage in order (``()`` = the bundle's ``train.json``
+    alone); ``stage_seconds`` their seconds per iteration on 2 CPU cores (progress-bar weights, measured with
+    ``python -m semizoo benchmark``); ``supervised_stages`` how many stages train on the labels, so that the
+    labeled-only bound gets as many supervised iterations (ACTION: stages 2 and 3).
+    """
+
+    bundle: str
+    label: str
+    dataset: str
+    stages: tuple[tuple[str, ...], ...] = ((),)
+    stage_seconds: tuple[float, ...] = (0.1,)
+    supervised_stages: int = 1
+
+
+_ACTION_STAGES = (("pretrain_encoder.json",), ("pretrain.json",), ())
+_ACTIONPP_STAGES = (("pretrain_encoder.json",), ("pretrain_actionpp.json",), ("train_actionpp.json",))
+METHODS: dict[str, QuickMethod] = {
+    "ssnet": QuickMethod("ssnet_acdc_segmentation", "SS-Net", "acdc", stage_seconds=(0.42,)),
+    "mean_teacher": QuickMethod("meanteacher_acdc_segmentation", "Mean Teacher", "acdc", stage_seconds=(0.22,)),
+    "action": QuickMethod("action_acdc_segmentation", "ACTION", "acdc", _ACTION_STAGES, (0.05, 0.14, 0.7), 2),
+    "actionpp": QuickMethod("action_acdc_segmentation", "ACTION++", "acdc", _ACTIONPP_STAGES, (0.05, 0.12, 0.8), 2),
+    "action_la": QuickMethod("action_la_segmentation", "ACTION", "la", _ACTION_STAGES, (0.15, 0.25, 0.6), 2),
+    "actionpp_la": QuickMethod("action_la_segmentation", "ACTION++", "la", _ACTIONPP_STAGES, (0.15, 0.22, 0.7), 2),
 }
-LABELED_ONLY_STEP_SECONDS = 0.09
+# dataset -> phantom cases, default labelled setting (5 %), default methods, labeled-only seconds per iteration
+DATASETS: dict[str, dict[str, Any]] = {
+    "acdc": {"name": "ACDC", "cases": 40, "setting": "lab3", "methods": ("ssnet", "mean_teacher"), "bound": 0.09},
+    "la": {"name": "LA", "cases": 24, "setting": "lab4", "methods": ("action_la", "actionpp_la"), "bound": 0.15},
+}
 # seconds of the fixed stages on 2 CPU cores (progress-bar weights only)
 DATA_SECONDS, START_SECONDS, EVALUATE_SECONDS = 10.0, 5.0, 8.0
 _ITERATION_LOG = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+)")
@@ -57,33 +87,57 @@ _ITERATION_LOG = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+)")
 
 @dataclass(frozen=True)
 class QuickRun:
-    """One training run of the quick start: a bundle with override configs, paired with a baseline run."""
+    """One model of the quick start: a bundle trained through its stages (override configs per stage), paired with
+    a baseline run; ``iterations_scale`` multiplies the iteration budget (the labeled-only bound of a multi-stage
+    method)."""
 
     key: str
     label: str
     bundle: str
-    configs: tuple[str, ...]
-    step_seconds: float
+    stages: tuple[tuple[str, ...], ...]
+    step_seconds: tuple[float, ...]
     baseline: str | None = None
+    iterations_scale: int = 1
 
 
-def plan_runs(methods: Sequence[str]) -> list[QuickRun]:
-    """For each method its labeled-only bound (same bundle, ``configs/labeled_only.json``), then the method.
+def plan_runs(methods: Sequence[str], dataset: str | None = None) -> list[QuickRun]:
+    """Each method's labeled-only bound (same bundle, ``configs/labeled_only.json``; one per bundle), then the method.
 
     Raises:
-        ValueError: for a method the quick start does not know, listing the known ones.
+        ValueError: for a method the quick start does not know (listing the known ones), or one of another dataset.
     """
-    runs = []
+    runs: list[QuickRun] = []
+    bounds: dict[str, str] = {}
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"unknown quick-start method {method!r}; choose from {sorted(METHODS)}.")
-        bundle, label, seconds = METHODS[method]
-        bound = f"{method}_labeled_only"
+        spec = METHODS[method]
+        if dataset is not None and spec.dataset != dataset:
+            known = sorted(k for k, m in METHODS.items() if m.dataset == dataset)
+            raise ValueError(f"quick-start method {method!r} trains on {spec.dataset}, not {dataset}; choose {known}.")
+        if spec.bundle not in bounds:
+            bounds[spec.bundle] = f"{method}_labeled_only"
+            label = f"labeled-only ({spec.label} recipe)"
+            seconds = (DATASETS[spec.dataset]["bound"],)
+            bound = QuickRun(
+                bounds[spec.bundle],
+                label,
+                spec.bundle,
+                (("labeled_only.json",),),
+                seconds,
+                None,
+                spec.supervised_stages,
+            )
+            runs.append(bound)
         runs.append(
-            QuickRun(bound, f"labeled-only ({label} recipe)", bundle, ("labeled_only.json",), LABELED_ONLY_STEP_SECONDS)
+            QuickRun(method, spec.label, spec.bundle, spec.stages, spec.stage_seconds, baseline=bounds[spec.bundle])
         )
-        runs.append(QuickRun(method, label, bundle, (), seconds, baseline=bound))
     return runs
+
+
+def _run_work(run: QuickRun, iterations: int) -> float:
+    train = sum(run.step_seconds) * iterations * run.iterations_scale
+    return START_SECONDS * len(run.stages) + train + 2 * EVALUATE_SECONDS
 
 
 def _bundle_dir(bundle: str) -> Path:
@@ -157,41 +211,54 @@ def run_quickstart(
     out: str | os.PathLike = "runs/quickstart",
     seeds: Sequence[int] = (0,),
     iterations: int = 400,
-    cases: int = 40,
+    cases: int | None = None,
     size: int = 64,
-    setting: str = "lab3",
-    methods: Sequence[str] = ("ssnet", "mean_teacher"),
+    setting: str | None = None,
+    methods: Sequence[str] | None = None,
+    dataset: str = "acdc",
 ) -> dict[str, Any]:
     """Phantom data -> train each method and its labeled-only bound per seed -> evaluate on test -> tables.
 
-    Finished runs and evaluations under ``out`` are reused, so an interrupted quick start continues where it stopped.
-    Returns the results (also written to ``out/results.json``).
+    ``dataset`` is ``acdc`` (``size`` sets the phantom slices' matrix) or ``la``; ``cases``, ``setting`` and
+    ``methods`` default to the dataset's (``DATASETS``). Finished runs and evaluations under ``out`` are reused, so
+    an interrupted quick start continues where it stopped. Returns the results (also written to
+    ``out/results.json``).
+
+    Raises:
+        ValueError: unknown dataset, or a method of another dataset.
     """
     from .data.phantoms import generate
     from .data.prepare import prepare
 
-    runs = plan_runs(methods)
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown quick-start dataset {dataset!r}; choose from {sorted(DATASETS)}.")
+    defaults = DATASETS[dataset]
+    cases = defaults["cases"] if cases is None else cases
+    setting = defaults["setting"] if setting is None else setting
+    runs = plan_runs(defaults["methods"] if methods is None else methods, dataset)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    raw, prepared = out / "phantom_acdc", out / "acdc_prepared"
+    raw, prepared = out / f"phantom_{dataset}", out / f"{dataset}_prepared"
     log_interval = max(1, iterations // 40)
-    work_per_run = [START_SECONDS + run.step_seconds * iterations + 2 * EVALUATE_SECONDS for run in runs]
+    work_per_run = [_run_work(run, iterations) for run in runs]
     progress = _Progress(DATA_SECONDS + len(seeds) * sum(work_per_run))
     started = time.time()
     progress.stage("phantom data")
     if not (raw / "semizoo_phantom.json").is_file():
-        generate("acdc", raw, cases=cases, seed=0, preset="test", size=size)
+        generate(dataset, raw, cases=cases, seed=0, preset="test", **({"size": size} if dataset == "acdc" else {}))
     if not (prepared / "prepare_report.json").is_file():
-        prepare("acdc", raw, prepared)
+        prepare(dataset, raw, prepared)
     done = DATA_SECONDS
     progress.advance_to(done)
     results: dict[str, Any] = {
+        "dataset": dataset,
         "setting": setting,
         "iterations": iterations,
         "cases": cases,
-        "size": size,
+        "size": size if dataset == "acdc" else None,
         "labels": {run.key: run.label for run in runs},
         "pairs": {run.key: run.baseline for run in runs if run.baseline},
+        "iterations_per_run": {run.key: iterations * run.iterations_scale for run in runs},
         "runs": {},
         "train_seconds": {},
     }
@@ -228,9 +295,13 @@ def _train_and_evaluate(
     done: float,
     results: dict[str, Any],
 ) -> None:
+    """Train ``run``'s stages in order (a stage whose output exists is skipped), then evaluate both checkpoints."""
+    from .stages import config_value
+
     bundle = _bundle_dir(run.bundle)
     run_dir = out / f"{run.key}_seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    iterations = iterations * run.iterations_scale
     overrides = {
         "dataset_dir": str(prepared),
         "ckpt_dir": str(run_dir / "models"),
@@ -240,31 +311,43 @@ def _train_and_evaluate(
         "max_iterations": iterations,
         "log_interval": log_interval,
     }
-    configs = ["train.json", "quickstart.json", *run.configs]
-    progress.stage(f"{run.label}, seed {seed}: training")
     timing = run_dir / "train_seconds.txt"
-    if not (run_dir / "models" / "model_final.pt").is_file():
-        start = done + START_SECONDS
-        seconds = _monai_run(
-            "training",
-            bundle,
-            configs,
-            overrides,
-            run_dir / "train.log",
-            on_iteration=lambda i: progress.advance_to(start + run.step_seconds * i),
-        )
+    seconds, start = 0.0, done
+    for index, (stage, step_seconds) in enumerate(zip(run.stages, run.step_seconds)):
+        configs = ["train.json", "quickstart.json", *stage]
+        paths = [str(bundle / "configs" / c) for c in configs]
+        output = Path(config_value(bundle, paths, overrides, "stage_output"))
+        begin = start + START_SECONDS
+        if not output.is_file():
+            progress.stage(
+                f"{run.label}, seed {seed}: training" + (f" stage {index + 1}" if len(run.stages) > 1 else "")
+            )
+            log = run_dir / ("train.log" if len(run.stages) == 1 else f"train_stage{index + 1}.log")
+            seconds += _monai_run(
+                "training",
+                bundle,
+                configs,
+                overrides,
+                log,
+                on_iteration=lambda i, begin=begin, step=step_seconds: progress.advance_to(begin + step * i),
+            )
+            if not output.is_file():
+                raise RuntimeError(f"{run.label} stage {index + 1} finished without writing {output}; see {log}")
+        start = begin + step_seconds * iterations
+        progress.advance_to(start)
+    if seconds:
         timing.write_text(f"{seconds:.1f}\n")
     results["train_seconds"].setdefault(run.key, []).append(float(timing.read_text()) if timing.is_file() else None)
-    progress.advance_to(done + START_SECONDS + run.step_seconds * iterations)
     for index, checkpoint in enumerate(CHECKPOINTS):
         progress.stage(f"{run.label}, seed {seed}: evaluating ({CHECKPOINT_NAMES[checkpoint]})")
-        metrics = run_dir / "eval" / Path(checkpoint).stem / "metrics.json"
+        model = Path(config_value(bundle, paths, overrides, CHECKPOINT_KEYS[checkpoint]))  # ACTION++: *_actionpp
+        metrics = run_dir / "eval" / model.stem / "metrics.json"  # SegmentationReport: output_dir/<checkpoint stem>
         if not metrics.is_file():
-            eval_overrides = {**overrides, "ckpt_file": str(run_dir / "models" / checkpoint)}
-            log = run_dir / f"evaluate_{Path(checkpoint).stem}.log"
+            eval_overrides = {**overrides, "ckpt_file": str(run_dir / "models" / model.name)}
+            log = run_dir / f"evaluate_{model.stem}.log"
             _monai_run("evaluating", bundle, configs + ["evaluate.json"], eval_overrides, log)
         results["runs"].setdefault(run.key, {}).setdefault(checkpoint, []).append(json.loads(metrics.read_text()))
-        progress.advance_to(done + START_SECONDS + run.step_seconds * iterations + (index + 1) * EVALUATE_SECONDS)
+        progress.advance_to(start + (index + 1) * EVALUATE_SECONDS)
 
 
 def _fmt(stats: dict, scale: float = 1.0, digits: int = 2) -> str:
@@ -289,10 +372,17 @@ def _paired_difference(report: dict, base: dict) -> str:
 
 
 def _caption(results: dict[str, Any]) -> str:
+    dataset = results.get("dataset", "acdc")
+    first = next((reports[0] for by in results["runs"].values() for reports in by.values() if reports), None)
+    classes = ", ".join(first["per_class"]) if first else "foreground classes"
+    size = results.get("size")
+    matrix = f" at {size}x{size}" if dataset == "acdc" and size else ""
+    longer = sorted(set(results.get("iterations_per_run", {}).values()) - {results["iterations"]})
+    bound = f" (labeled-only bound of a multi-stage method: {', '.join(map(str, longer))})" if longer else ""
     return (
-        f"Phantom ACDC, setting {results['setting']}, {results['iterations']} iterations per model, "
-        f"{results['cases']} phantom patients at {results['size']}x{results['size']}; test split, class mean "
-        "(RV, myocardium, LV); mean over cases with bootstrap 95% CI."
+        f"Phantom {DATASETS[dataset]['name']}, setting {results['setting']}, {results['iterations']} iterations per "
+        f"model and stage{bound}, {results['cases']} phantom patients{matrix}; test split, class mean ({classes}); "
+        "mean over cases with bootstrap 95% CI."
     )
 
 

@@ -16,9 +16,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
-__all__ = ["stage_plan", "run_stages"]
+__all__ = ["stage_plan", "run_stages", "config_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +39,16 @@ def stage_plan(bundle: Path, variant: str) -> list[str]:
     return list(plan[variant])
 
 
-def _stage_output(bundle: Path, configs: list[str], overrides: dict[str, str]) -> Path:
+def config_value(bundle: Path, configs: Sequence[str], overrides: Mapping[str, Any], key: str) -> Any:
+    """``key`` of the bundle config merged from ``configs`` with ``overrides``, evaluated without instantiating."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(configs)
+    parser.read_config(list(configs))
     parser["bundle_root"] = str(bundle)
-    for key, value in overrides.items():
-        parser[key] = value
-    return Path(parser.get_parsed_content("stage_output", instantiate=False))
+    for name, value in overrides.items():
+        parser[name] = value
+    return parser.get_parsed_content(key, instantiate=False)
 
 
 def _run(run_id: str, bundle: Path, configs: list[str], overrides: dict[str, str]) -> None:
@@ -77,7 +78,7 @@ def run_stages(
         configs = [str(bundle / "configs" / "train.json"), *extra]
         if stage != "train.json":
             configs.append(str(bundle / "configs" / stage))
-        output = _stage_output(bundle, configs, values)
+        output = Path(config_value(bundle, configs, values, "stage_output"))
         if output.is_file() and not force:
             logger.info("stage %s: %s exists, skipped", stage, output)
         else:
