@@ -23,7 +23,8 @@ def _method(bundle: str, *configs: str, key: str):
 @pytest.mark.parametrize("bundle", ACTION_BUNDLES)
 def test_defaults_follow_the_official_code_and_intent_json_the_paper(bundle):
     """§7.7–7.9: window rows as the official reshapes lay them out, KL targets not detached, teacher in train mode,
-    ACTION ACDC's discarded ISD call kept; ``intent.json`` flips each one, in every stage that has it. §7.10: the
+    ACTION ACDC's discarded ISD call kept, ACTION++ centres from the official optimisation (§5); ``intent.json`` flips
+    each one, in every stage that has it. §7.10: the
     default fixes the intensity quirks and ``official_intensity.json`` reproduces them."""
     for stage in PRETRAIN_STAGES:
         flags = ("patch_layout", "detach_teacher_targets", "teacher_eval_mode", "view_compat")
@@ -37,6 +38,9 @@ def test_defaults_follow_the_official_code_and_intent_json_the_paper(bundle):
     assert _method(bundle, key="intensity_compat") == "fixed"
     assert _method(bundle, "official_intensity.json", key="intensity_compat") == "official"
     assert _method(bundle, "official_intensity.json", "train_actionpp.json", key="intensity_compat") == "official"
+    # ACTION++'s class centres: the official optimisation by default, the exact regular simplex in intent.json
+    assert _method(bundle, "train_actionpp.json", key="tsc_centre_method") == "optimised"
+    assert _method(bundle, "intent.json", "train_actionpp.json", key="tsc_centre_method") == "simplex"
 
 
 def test_benchmark_lists_each_stage_once_and_times_a_stage_at_its_own_batch(tmp_path):

@@ -15,7 +15,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from semizoo.losses import tsc as tsc_module
-from semizoo.losses.tsc import centres_cache_path, load_or_create_centres, tsc_loss, uniform_hypersphere_centres
+from semizoo.losses.tsc import (
+    centres_cache_path,
+    load_or_create_centres,
+    regular_simplex_centres,
+    tsc_loss,
+    uniform_hypersphere_centres,
+)
 from semizoo.methods.action import TSCMemory
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -539,3 +545,27 @@ def test_memory_rejects_bad_inputs(feat_s, feat_t, labels, message):
 def test_memory_rejects_centres_of_the_wrong_shape():
     with pytest.raises(ValueError, match=r"\(3, 4\).*\(3, 5\)"):
         TSCMemory(3, 4, K=8, centres=torch.zeros(3, 5))
+
+
+@pytest.mark.parametrize("n, dim", [(2, 128), (4, 496), (3, 3), (1, 8)])
+def test_regular_simplex_centres_are_the_exact_uniform_configuration(n, dim):
+    """Unit rows, every pairwise cosine -1/(n-1) (the optimum the official optimisation approximates), seeded."""
+    centres = regular_simplex_centres(n, dim, seed=3)
+    assert centres.shape == (n, dim) and centres.dtype == torch.float32
+    assert torch.allclose(centres.norm(dim=1), torch.ones(n), atol=1e-6)
+    cosines = centres @ centres.t()
+    off_diagonal = cosines[~torch.eye(n, dtype=torch.bool)]
+    if n > 1:
+        assert torch.allclose(off_diagonal, torch.full_like(off_diagonal, -1.0 / (n - 1)), atol=1e-6)
+    assert torch.equal(centres, regular_simplex_centres(n, dim, seed=3))
+    assert not torch.allclose(centres, regular_simplex_centres(n, dim, seed=4))
+    with pytest.raises(ValueError, match="1 <= n <= dim"):
+        regular_simplex_centres(dim + 1, dim)
+
+
+def test_tsc_memory_takes_simplex_centres_without_a_cache_file(tmp_path):
+    memory = TSCMemory(2, 16, K=8, centre_cache_dir=tmp_path, centre_method="simplex")
+    assert torch.dot(memory.centres[0], memory.centres[1]).item() == pytest.approx(-1.0, abs=1e-6)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="centre_method"):
+        TSCMemory(2, 16, K=8, centre_method="random")

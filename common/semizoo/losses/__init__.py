@@ -12,7 +12,7 @@ from .action import (
 from .consistency import SoftmaxMSELoss, softmax_mse
 from .segmentation import dice_ce_loss
 from .ssnet import ForegroundDiceLoss, binary_dice_loss, class_separation_loss, soft_dice_loss, vat_lds_loss
-from .tsc import load_or_create_centres, tsc_loss, uniform_hypersphere_centres
+from .tsc import load_or_create_centres, regular_simplex_centres, tsc_loss, uniform_hypersphere_centres
 
 __all__ = [
     "SoftmaxMSELoss",
@@ -32,5 +32,6 @@ __all__ = [
     "ReCoLoss",
     "tsc_loss",
     "uniform_hypersphere_centres",
+    "regular_simplex_centres",
     "load_or_create_centres",
 ]

@@ -26,7 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["tsc_loss", "uniform_hypersphere_centres", "load_or_create_centres", "centres_cache_path"]
+__all__ = [
+    "tsc_loss",
+    "uniform_hypersphere_centres",
+    "regular_simplex_centres",
+    "load_or_create_centres",
+    "centres_cache_path",
+]
 
 
 def _shape(t: Tensor) -> tuple[int, ...]:
@@ -189,6 +195,37 @@ def uniform_hypersphere_centres(
 def centres_cache_path(n: int, dim: int, directory: str | os.PathLike) -> Path:
     """``directory / "tsc_centres_{n}x{dim}.npy"`` (action.md §5)."""
     return Path(directory) / f"tsc_centres_{int(n)}x{int(dim)}.npy"
+
+
+def regular_simplex_centres(n: int, dim: int, seed: int = 0) -> Tensor:
+    """``n`` unit class centres with every pairwise cosine ``-1/(n-1)``: the minimiser that
+    :func:`uniform_hypersphere_centres` approximates (ACTION++'s "uniformly distributed" centres), in closed form.
+
+    The vertices ``e_i - 1/n`` of the regular simplex in ``R^n``, normalised, are embedded in ``R^dim`` by a seeded
+    random orthonormal basis (QR of a Gaussian ``(dim, n)`` matrix), so the centres point in random directions like
+    the optimised ones. The official optimisation at ``t = 0.07`` stops short of this configuration (two centres end
+    near cosine -0.5 instead of -1, see :func:`uniform_hypersphere_centres`); this is the intent alternative.
+
+    Args:
+        n: number of centres, 1 <= n <= dim (a single centre is a random unit vector).
+        dim: embedding dimension.
+        seed: seed of the random basis.
+
+    Returns:
+        ``(n, dim)`` float32 CPU tensor with unit rows.
+
+    Raises:
+        ValueError: ``n < 1`` or ``n > dim``.
+    """
+    if not 1 <= n <= dim:
+        raise ValueError(f"a regular simplex of n centres needs 1 <= n <= dim, got n={n}, dim={dim}.")
+    generator = torch.Generator().manual_seed(int(seed))
+    basis, _ = torch.linalg.qr(torch.randn(dim, n, generator=generator, dtype=torch.float64))
+    if n == 1:
+        return basis.t().float()
+    vertices = torch.eye(n, dtype=torch.float64) - 1.0 / n
+    vertices = vertices / vertices.norm(dim=1, keepdim=True)
+    return (vertices @ basis.t()).float()
 
 
 def load_or_create_centres(

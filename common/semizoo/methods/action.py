@@ -35,7 +35,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..losses.action import reco_loss, weighted_pseudo_label_ce
-from ..losses.tsc import load_or_create_centres, tsc_loss, uniform_hypersphere_centres
+from ..losses.tsc import load_or_create_centres, regular_simplex_centres, tsc_loss, uniform_hypersphere_centres
 from ..networks.action import pyramid_features
 from ..networks.utils import ema_update_, frozen_copy, unwrap
 from ..schedules import cosine_temperature
@@ -83,6 +83,8 @@ class TSCMemory(nn.Module):
         centroid_momentum: ``m`` of the centroid update (0.9).
         centre_steps: Adam steps when the centres are made here (10000; smoke 200).
         centre_cache_dir: folder of the ``tsc_centres_{n}x{dim}.npy`` cache, or ``None`` for no cache.
+        centre_method: how centres are made when not given: ``"optimised"`` (official, default) or ``"simplex"``
+            (:func:`~semizoo.losses.tsc.regular_simplex_centres`, the exact optimum; not cached, it is closed-form).
 
     Raises:
         ValueError: non-positive sizes, or ``centres`` not ``(n_cls, dim)``.
@@ -100,8 +102,11 @@ class TSCMemory(nn.Module):
         centroid_momentum: float = 0.9,
         centre_steps: int = 10000,
         centre_cache_dir: str | os.PathLike | None = None,
+        centre_method: str = "optimised",
     ) -> None:
         super().__init__()
+        if centre_method not in ("optimised", "simplex"):
+            raise ValueError(f"centre_method must be 'optimised' or 'simplex', got {centre_method!r}.")
         if n_cls < 1 or dim < 1 or K < 1 or queries_per_class < 1:
             raise ValueError(
                 f"n_cls, dim, K and queries_per_class must be >= 1, got {n_cls}, {dim}, {K}, {queries_per_class}."
@@ -109,6 +114,8 @@ class TSCMemory(nn.Module):
         self.n_cls, self.dim, self.K = int(n_cls), int(dim), int(K)
         self.temperature, self.target_weight = float(temperature), float(target_weight)
         self.queries_per_class, self.centroid_momentum = int(queries_per_class), float(centroid_momentum)
+        if centres is None and centre_method == "simplex":
+            centres = regular_simplex_centres(self.n_cls, self.dim)
         if centres is None:
             if centre_cache_dir is not None:
                 centres = load_or_create_centres(self.n_cls, self.dim, centre_cache_dir, steps=centre_steps)
@@ -359,6 +366,8 @@ class Action(Method):
         tsc_centre_steps: Adam steps of the class centres when made here (10000, §5; smoke 200).
         tsc_centre_cache_dir: folder of the ``tsc_centres_{n}x{dim}.npy`` cache (bundles: ``models/``); ``None`` makes
             the centres without caching.
+        tsc_centre_method: ``"optimised"`` (official procedure, default) or ``"simplex"`` (exact regular simplex,
+            the intent: the official optimisation stops short of it, notably for LA's two classes).
         iters_per_epoch: iterations per schedule "epoch" (⌊n_unlabelled / B⌋, §3; default 1).
         max_iterations: iterations of the stage (30000, §6); sets ``E``.
         isd_side_effects: keep the side effects of the official discarded ``ISD`` call (True = official ACTION on
@@ -407,6 +416,7 @@ class Action(Method):
         tsc_teacher_feature: str = "pyramid",
         tsc_centre_steps: int = 10000,
         tsc_centre_cache_dir: str | os.PathLike | None = None,
+        tsc_centre_method: str = "optimised",
         iters_per_epoch: int = 1,
         max_iterations: int = 30000,
         isd_side_effects: bool = True,
@@ -487,6 +497,7 @@ class Action(Method):
                 queries_per_class=tsc_queries_per_class,
                 centre_steps=tsc_centre_steps,
                 centre_cache_dir=tsc_centre_cache_dir,
+                centre_method=tsc_centre_method,
             )
             if tsc_teacher_feature == "k_rep":
                 self.k_rep = frozen_copy(plain)
