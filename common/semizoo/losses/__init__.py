@@ -10,6 +10,7 @@ from .action import (
     weighted_pseudo_label_ce,
 )
 from .consistency import SoftmaxMSELoss, softmax_mse
+from .epl import confidence_aware_cps_loss, cps_pseudo_labels, dual_level_kl, kl_variance
 from .segmentation import dice_ce_loss
 from .ssnet import ForegroundDiceLoss, binary_dice_loss, class_separation_loss, soft_dice_loss, vat_lds_loss
 from .tsc import load_or_create_centres, regular_simplex_centres, tsc_loss, uniform_hypersphere_centres
@@ -34,4 +35,8 @@ __all__ = [
     "uniform_hypersphere_centres",
     "regular_simplex_centres",
     "load_or_create_centres",
+    "kl_variance",
+    "confidence_aware_cps_loss",
+    "dual_level_kl",
+    "cps_pseudo_labels",
 ]

@@ -2,6 +2,7 @@
 pipelines (``Compose`` factories) that the bundle configs reference with ``_target_``."""
 
 from .action import ActionStrongAug, AdvMorph, action_pretrain_views, mix_unlabeled
+from .fourier import FourierAmplitudeSwapd, cutmix_box_mask, fourier_amplitude_swap
 from .pipelines import (
     acdc_eval_transforms,
     acdc_post_transforms,
@@ -29,4 +30,7 @@ __all__ = [
     "mix_unlabeled",
     "ActionStrongAug",
     "AdvMorph",
+    "fourier_amplitude_swap",
+    "FourierAmplitudeSwapd",
+    "cutmix_box_mask",
 ]
