@@ -1,6 +1,7 @@
 """Reference architectures of the methods (ssnet.md §2), the loader of official checkpoints and network helpers."""
 
 from .action import ActionDistillHeads, RepresentationHead, logit_windows, pyramid_features
+from .deeplab import DeepLabV3Plus, ResNet50V1c
 from .official import load_official_weights, official_to_semizoo_key
 from .ssnet import SSNetHeads, SSNetNetwork
 from .unet2d import SSL4MISUNet
@@ -22,4 +23,6 @@ __all__ = [
     "RepresentationHead",
     "logit_windows",
     "pyramid_features",
+    "DeepLabV3Plus",
+    "ResNet50V1c",
 ]
