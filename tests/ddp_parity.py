@@ -107,9 +107,13 @@ def result(network: torch.nn.Module, method: Any, losses: list[dict]) -> dict:
 def emulate(method_name: str) -> list[dict]:
     """One process, two method replicas on the two halves; returns each replica's :func:`result`."""
     network, extras, make = build(method_name)
-    methods = [make(network, extras), make(network, extras)]
+    after_build = torch.get_rng_state()
+    methods, rng = [], []
+    for _ in range(2):  # each rank makes its method from the same RNG state (a TSC memory draws its queue)
+        torch.set_rng_state(after_build)
+        methods.append(make(network, extras))
+        rng.append(torch.get_rng_state())
     optimizer = optimizer_of(network, extras)
-    rng = [torch.get_rng_state(), torch.get_rng_state()]
     losses: list[list[dict]] = [[], []]
     for step, batch in enumerate(batches()):
         optimizer.zero_grad()
