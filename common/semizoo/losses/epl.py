@@ -26,6 +26,11 @@ def _check_logits(*logits: Tensor) -> None:
         raise ValueError(f"logits must share one shape (B, K, *S), got {[tuple(t.shape) for t in logits]}.")
 
 
+def _view_average_log_probs(logits: Tensor, logits_fourier: Tensor) -> Tensor:
+    """``log((softmax(logits) + softmax(logits_fourier)) / 2)``, computed stably."""
+    return torch.logaddexp(F.log_softmax(logits, dim=1), F.log_softmax(logits_fourier, dim=1)) - math.log(2.0)
+
+
 def kl_variance(logits: Tensor, logits_fourier: Tensor) -> Tensor:
     """``V = Σ_c q_c (log q_c - log p_c)`` per pixel, ``q = softmax(logits_fourier)``, ``p = softmax(logits)``.
 
@@ -45,6 +50,7 @@ def confidence_aware_cps_loss(
     pseudo_r: Tensor,
     per_pixel: bool = False,
     ignore_index: int = 255,
+    ce_on: str = "original",
 ) -> Tensor:
     """Confidence-aware CPS between networks ``l`` and ``r`` (epl.md §5), a 0-d tensor before the weight β.
 
@@ -55,8 +61,13 @@ def confidence_aware_cps_loss(
     - ``per_pixel=True`` (paper, Eq. 6): ``mean_i(e^{-V_r,i} CE_i(logits_l, pseudo_r)) + mean_i(e^{-V_l,i}
       CE_i(logits_r, pseudo_l)) + mean V_l + mean V_r``, ``CE_i = 0`` at ignored pixels, means over all pixels.
 
-    Nothing is detached. Raises ``ValueError`` for mismatched logits or pseudo-label shapes.
+    ``ce_on="original"`` (official) takes the CE of the student's logits on the original view; ``"ensemble"`` (paper)
+    of the view-averaged probabilities, ``CE_i = -log((p + q) / 2)_{Y_i}``.
+
+    Nothing is detached. Raises ``ValueError`` for mismatched logits or pseudo-label shapes or an unknown ``ce_on``.
     """
+    if ce_on not in ("original", "ensemble"):
+        raise ValueError(f"ce_on must be 'original' or 'ensemble', got {ce_on!r}.")
     _check_logits(logits_l, logits_l_fourier, logits_r, logits_r_fourier)
     expected = (logits_l.shape[0], *logits_l.shape[2:])
     if tuple(pseudo_l.shape) != expected or tuple(pseudo_r.shape) != expected:
@@ -64,13 +75,17 @@ def confidence_aware_cps_loss(
             f"pseudo labels must be (B, *S) = {expected}, got {tuple(pseudo_l.shape)} and {tuple(pseudo_r.shape)}."
         )
     v_l, v_r = kl_variance(logits_l, logits_l_fourier), kl_variance(logits_r, logits_r_fourier)
+    if ce_on == "ensemble":
+        log_l, log_r = _view_average_log_probs(logits_l, logits_l_fourier), _view_average_log_probs(logits_r, logits_r_fourier)
+    else:
+        log_l, log_r = F.log_softmax(logits_l, dim=1), F.log_softmax(logits_r, dim=1)
     if per_pixel:
-        ce_l = F.cross_entropy(logits_l, pseudo_r, ignore_index=ignore_index, reduction="none")
-        ce_r = F.cross_entropy(logits_r, pseudo_l, ignore_index=ignore_index, reduction="none")
+        ce_l = F.nll_loss(log_l, pseudo_r, ignore_index=ignore_index, reduction="none")
+        ce_r = F.nll_loss(log_r, pseudo_l, ignore_index=ignore_index, reduction="none")
         cps = (torch.exp(-v_r) * ce_l).mean() + (torch.exp(-v_l) * ce_r).mean()
     else:
-        ce_l = F.cross_entropy(logits_l, pseudo_r, ignore_index=ignore_index)
-        ce_r = F.cross_entropy(logits_r, pseudo_l, ignore_index=ignore_index)
+        ce_l = F.nll_loss(log_l, pseudo_r, ignore_index=ignore_index)
+        ce_r = F.nll_loss(log_r, pseudo_l, ignore_index=ignore_index)
         cps = torch.exp(-v_r).mean() * ce_l + torch.exp(-v_l).mean() * ce_r
     return cps + v_l.mean() + v_r.mean()
 
@@ -82,8 +97,8 @@ def dual_level_kl(logits_l: Tensor, logits_l_fourier: Tensor, logits_r: Tensor, 
     P̄_r) + mean_i Σ_c P̄_r (log P̄_r - log P̄_l)``: 0-d, ≥ 0, symmetric in ``l`` and ``r``, 0 when they agree.
     """
     _check_logits(logits_l, logits_l_fourier, logits_r, logits_r_fourier)
-    log_l = torch.logaddexp(F.log_softmax(logits_l, dim=1), F.log_softmax(logits_l_fourier, dim=1)) - math.log(2.0)
-    log_r = torch.logaddexp(F.log_softmax(logits_r, dim=1), F.log_softmax(logits_r_fourier, dim=1)) - math.log(2.0)
+    log_l = _view_average_log_probs(logits_l, logits_l_fourier)
+    log_r = _view_average_log_probs(logits_r, logits_r_fourier)
     difference = log_l - log_r
     return (log_l.exp() * difference).sum(dim=1).mean() - (log_r.exp() * difference).sum(dim=1).mean()
 

@@ -2,6 +2,7 @@
 
 from .action import Action
 from .action_pretrain import ActionPretrain
+from .epl import EPL
 from .base import Method, create, register, registered
 from .mean_teacher import MeanTeacher
 from .ssnet import SSNet
@@ -17,4 +18,5 @@ __all__ = [
     "Supervised",
     "ActionPretrain",
     "Action",
+    "EPL",
 ]

@@ -2,6 +2,7 @@
 
 from .action import ActionDistillHeads, RepresentationHead, logit_windows, pyramid_features
 from .deeplab import DeepLabV3Plus, ResNet50V1c
+from .pair import NetworkPair
 from .official import load_official_weights, official_to_semizoo_key
 from .ssnet import SSNetHeads, SSNetNetwork
 from .unet2d import SSL4MISUNet
@@ -25,4 +26,5 @@ __all__ = [
     "pyramid_features",
     "DeepLabV3Plus",
     "ResNet50V1c",
+    "NetworkPair",
 ]

@@ -108,7 +108,8 @@ class DeepLabV3Plus(nn.Module):
 
     Args:
         in_channels: image channels (1 for M&Ms and BUSI).
-        num_classes: output classes, background last in EPL's order (M&Ms 4, BUSI 2).
+        num_classes: output classes (M&Ms 4, BUSI 2). semizoo puts background in channel 0 (MONAI's convention); the
+            official code puts it last, a permutation of the classifier's rows with no other effect.
         pretrained: optional path of an ImageNet ResNet-50-v1c checkpoint; its shape-matching backbone tensors are
             copied (:meth:`load_backbone`). ``None`` trains from scratch.
     """
