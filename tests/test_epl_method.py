@@ -63,9 +63,11 @@ def test_dice_sum_is_the_official_formula():
     dims = (0, 2, 3)
     expected = (1 - (2 * (p * t).sum(dims) + 0.1) / (p.sum(dims) + t.sum(dims) + 0.1)).sum()
     assert torch.allclose(dice_sum_loss()(logits, labels), expected, atol=1e-6)
-    assert torch.allclose(dice_sum_loss(include_background=False)(logits, labels), expected - (
-        1 - (2 * (p * t).sum(dims)[0] + 0.1) / (p.sum(dims)[0] + t.sum(dims)[0] + 0.1)
-    ), atol=1e-6)
+    assert torch.allclose(
+        dice_sum_loss(include_background=False)(logits, labels),
+        expected - (1 - (2 * (p * t).sum(dims)[0] + 0.1) / (p.sum(dims)[0] + t.sum(dims)[0] + 0.1)),
+        atol=1e-6,
+    )
 
 
 def test_pair_forward_is_the_probability_average_and_rejects_shared_weights():
@@ -193,4 +195,6 @@ def test_trainer_step_moves_both_deeplab_networks_and_their_batch_norm_statistic
     after = net.state_dict()
     for side in ("left", "right"):
         assert not torch.equal(before[f"{side}.classifier.weight"], after[f"{side}.classifier.weight"])
-        assert not torch.equal(before[f"{side}.backbone.conv1.1.running_mean"], after[f"{side}.backbone.conv1.1.running_mean"])
+        assert not torch.equal(
+            before[f"{side}.backbone.conv1.1.running_mean"], after[f"{side}.backbone.conv1.1.running_mean"]
+        )

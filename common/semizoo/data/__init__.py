@@ -1,5 +1,6 @@
 """Data: readers, datalists, ``prepare`` and phantoms, and the two-stream samplers and loaders."""
 
+from .cine import LoadCined, SlicePool, read_cine
 from .datalist import find_prepared_root, load_split
 from .errors import DataError
 from .hdf5 import HDF5Reader
@@ -23,4 +24,7 @@ __all__ = [
     "TwoStreamCollate",
     "TwoStreamLoader",
     "two_stream_loader",
+    "LoadCined",
+    "SlicePool",
+    "read_cine",
 ]

@@ -358,11 +358,13 @@ def prepare(
     setting: str | None = None,
     la_crop_mode: str = "label",
     overwrite: bool = False,
+    extra_unlabeled: bool = False,
+    labeled_selection: str = "first",
 ) -> dict[str, Any]:
     """Convert ``src`` (a public layout of ``dataset``) into ``out``; returns the report written there.
 
     Args:
-        dataset: ``acdc`` or ``la``.
+        dataset: ``acdc``, ``la`` or ``mnms`` (:func:`semizoo.data.mnms.prepare_mnms`).
         src: the downloaded (or phantom) data.
         out: the prepared DIR.
         layout: ``auto`` (from marker files) or one of ``LAYOUTS[dataset]``.
@@ -372,12 +374,20 @@ def prepare(
         setting: the default datalist (``datalist.json``); ``lab3`` (ACDC) or ``lab4`` (LA) when omitted.
         la_crop_mode: ``label`` (UA-MT's crop from the GT box) or ``none``.
         overwrite: replace a non-empty ``out`` that holds something other than semizoo output.
+        extra_unlabeled: mnms only: add the vendor-C ``Training/Unlabeled`` cases to the unlabelled lists.
+        labeled_selection: mnms only: ``first`` (EPL's first patients by code) or ``random`` (seeded).
 
     Raises:
         DataError: bad arguments or layout; PrepareError: every problem found in the source.
     """
+    if dataset == "mnms":
+        from .mnms import prepare_mnms
+
+        if layout not in ("auto", "raw"):
+            raise DataError(src, f"layout {layout!r} is not one of ('raw',) for mnms")
+        return prepare_mnms(src, out, setting, extra_unlabeled, labeled_selection, split_seed, overwrite)
     if dataset not in LAYOUTS:
-        raise DataError(src, f"unknown dataset {dataset!r}; choose one of {sorted(LAYOUTS)}")
+        raise DataError(src, f"unknown dataset {dataset!r}; choose one of {sorted(LAYOUTS) + ['mnms']}")
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DataError(src, "source folder does not exist")

@@ -14,6 +14,7 @@ from .nan_guard import NaNGuard, NonFiniteLossError
 from .report import SegmentationReport, summarise
 from .segmentation_metric import SegmentationMetricHandler
 from .validation import ScheduledValidationHandler
+from .vendor_report import VendorDiceReport
 
 __all__ = [
     "every",
@@ -28,6 +29,7 @@ __all__ = [
     "TrainingCheckpointer",
     "StageLoader",
     "SegmentationReport",
+    "VendorDiceReport",
     "summarise",
     "SegmentationMetricHandler",
     "ScheduledValidationHandler",

@@ -178,6 +178,8 @@ class SegmentationReport:
     @staticmethod
     def _name(label: Any, index: int) -> str:
         meta = getattr(label, "meta", {}) or {}
+        if meta.get("case_id"):  # readers of several cases per file name each one (semizoo.data.LoadCined)
+            return str(meta["case_id"])
         filename = meta.get("filename_or_obj")
         return Path(str(filename)).stem if filename else f"case_{index:03d}"
 

@@ -76,7 +76,9 @@ def confidence_aware_cps_loss(
         )
     v_l, v_r = kl_variance(logits_l, logits_l_fourier), kl_variance(logits_r, logits_r_fourier)
     if ce_on == "ensemble":
-        log_l, log_r = _view_average_log_probs(logits_l, logits_l_fourier), _view_average_log_probs(logits_r, logits_r_fourier)
+        log_l, log_r = _view_average_log_probs(logits_l, logits_l_fourier), _view_average_log_probs(
+            logits_r, logits_r_fourier
+        )
     else:
         log_l, log_r = F.log_softmax(logits_l, dim=1), F.log_softmax(logits_r, dim=1)
     if per_pixel:

@@ -2,8 +2,8 @@
 
 from .action import Action
 from .action_pretrain import ActionPretrain
-from .epl import EPL
 from .base import Method, create, register, registered
+from .epl import EPL
 from .mean_teacher import MeanTeacher
 from .ssnet import SSNet
 from .supervised import Supervised

@@ -3,6 +3,7 @@
 from .bootstrap import bootstrap_ci, bootstrap_ci_diff
 from .confusion import confusion_counts, confusion_summary
 from .cumulative import SegmentationMetric
+from .epl import epl_slice_dice, vendor_average, vendor_summary
 from .segmentation import METRIC_NAMES, binary_metrics, multiclass_metrics, surface_distances
 
 __all__ = [
@@ -15,4 +16,7 @@ __all__ = [
     "confusion_counts",
     "confusion_summary",
     "SegmentationMetric",
+    "epl_slice_dice",
+    "vendor_summary",
+    "vendor_average",
 ]

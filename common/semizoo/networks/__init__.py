@@ -2,8 +2,8 @@
 
 from .action import ActionDistillHeads, RepresentationHead, logit_windows, pyramid_features
 from .deeplab import DeepLabV3Plus, ResNet50V1c
-from .pair import NetworkPair
 from .official import load_official_weights, official_to_semizoo_key
+from .pair import NetworkPair
 from .ssnet import SSNetHeads, SSNetNetwork
 from .unet2d import SSL4MISUNet
 from .utils import ema_decay, ema_update_, frozen_copy, unwrap

@@ -2,6 +2,18 @@
 pipelines (``Compose`` factories) that the bundle configs reference with ``_target_``."""
 
 from .action import ActionStrongAug, AdvMorph, action_pretrain_views, mix_unlabeled
+from .epl import (
+    EPLGeometryd,
+    EPLIntensityd,
+    FourierTwind,
+    ProbabilityThresholdd,
+    RandGaussianBlurd,
+    epl_eval_transforms,
+    epl_post_transforms,
+    epl_train_transforms,
+    match_histogram,
+    percentile_min_max,
+)
 from .fourier import FourierAmplitudeSwapd, cutmix_box_mask, fourier_amplitude_swap
 from .pipelines import (
     acdc_eval_transforms,
@@ -33,4 +45,14 @@ __all__ = [
     "fourier_amplitude_swap",
     "FourierAmplitudeSwapd",
     "cutmix_box_mask",
+    "match_histogram",
+    "percentile_min_max",
+    "EPLIntensityd",
+    "EPLGeometryd",
+    "FourierTwind",
+    "RandGaussianBlurd",
+    "ProbabilityThresholdd",
+    "epl_train_transforms",
+    "epl_eval_transforms",
+    "epl_post_transforms",
 ]

@@ -1,7 +1,8 @@
 """Deterministic phantoms in the raw public layout of each dataset (datasets.md §4).
 
 ``generate("acdc", out)`` writes ``out/database/training/patientNNN/…``; ``generate("la", out)`` writes
-``out/<ID>/lgemri.nrrd`` and ``laendo.nrrd``. Case ``k`` draws from
+``out/<ID>/lgemri.nrrd`` and ``laendo.nrrd``; ``generate("mnms", out)`` writes ``out/OpenDataset/…`` with the
+information CSV. Case ``k`` draws from
 ``Generator(PCG64(SeedSequence([seed, DATASET_CODES[dataset], k])))``, so it does not depend on the number of cases,
 and files are byte-identical across runs. ``out/semizoo_phantom.json`` records the arguments and the generator
 version; a non-empty ``out`` without it is refused so that user data is never overwritten.
@@ -15,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import acdc, la
+from . import acdc, la, mnms
 from .common import DATASET_CODES
 
 __all__ = ["generate", "DATASETS", "PRESETS", "MANIFEST", "GENERATOR_VERSION", "DATASET_CODES"]
@@ -23,7 +24,7 @@ __all__ = ["generate", "DATASETS", "PRESETS", "MANIFEST", "GENERATOR_VERSION", "
 #: Bumped whenever the output of a given (dataset, preset, seed, cases) changes.
 GENERATOR_VERSION = "1.0"
 MANIFEST = "semizoo_phantom.json"
-DATASETS = {"acdc": acdc, "la": la}
+DATASETS = {"acdc": acdc, "la": la, "mnms": mnms}
 PRESETS = ("test", "bench")
 
 
@@ -70,10 +71,11 @@ def generate(
     """Write ``cases`` phantom cases of ``dataset`` in its raw public layout under ``out``.
 
     Args:
-        dataset: ``"acdc"`` or ``"la"``.
+        dataset: ``"acdc"``, ``"la"`` or ``"mnms"``.
         out: output directory; created if missing. A directory holding a previous phantom run (it has
             ``semizoo_phantom.json``) is cleared of that run's entries and regenerated.
-        cases: number of cases (patients); default the preset's (acdc: test 10, bench 100; la: test 12, bench 100).
+        cases: number of cases (patients); default the preset's (acdc: test 10, bench 100; la: test 12, bench 100;
+            mnms: the preset's vendor plan, test 16, bench 126).
         seed: non-negative base seed.
         preset: ``"test"`` (small, fast: < 2 s, < 5 MB) or ``"bench"`` (sizes for the difficulty report).
         size: ACDC only: in-plane matrix (keeps the preset field of view, so the spacing changes).
@@ -106,6 +108,8 @@ def generate(
     out = Path(out)
     if dataset == "acdc":
         acdc.layout(preset, size)  # validate before touching the disk
+    if dataset == "mnms":
+        mnms.check_cases(preset, n_cases)
     _prepare_out(out)
     kwargs = {"size": size} if dataset == "acdc" else {}
     written = module.generate(out, n_cases, seed, preset, **kwargs)
