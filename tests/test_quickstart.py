@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from semizoo.handlers import SegmentationReport
-from semizoo.quickstart import METHODS, per_class_table, plan_runs, results_table, short_table
+from semizoo.quickstart import METHODS, per_class_table, plan_runs, results_table, run_quickstart, short_table
 
 
 def _report(tmp_path, name, shrink_rv: bool, seed: int = 0) -> dict:
@@ -98,3 +98,17 @@ def test_every_quick_start_stage_config_exists():
         configs = Path(__file__).resolve().parents[1] / "bundles" / method.bundle / "configs"
         for name in ["quickstart.json", "labeled_only.json", *(c for stage in method.stages for c in stage)]:
             assert (configs / name).is_file(), f"{method.bundle}: configs/{name} missing"
+
+
+@pytest.mark.slow
+def test_the_readme_quick_start_runs_end_to_end_for_a_single_stage_bundle(tmp_path):
+    """The README's main command, shrunk: phantom data, SS-Net and its labeled-only bound, training and evaluation
+    through the bundle runner (single-stage bundles define no ``stage_output``; the quick start must not need it)."""
+    results = run_quickstart(tmp_path / "qs", seeds=(0,), iterations=2, cases=10, methods=("ssnet",))
+    assert set(results["runs"]) == {"ssnet_labeled_only", "ssnet"}
+    for key in results["runs"]:
+        for checkpoint in ("model_final.pt", "model.pt"):
+            report = results["runs"][key][checkpoint][0]
+            assert report["summary"]["voxel"]["dice"]["n"] + report["summary"]["voxel"]["dice"]["n_undefined"] > 0
+    table = (tmp_path / "qs" / "results.md").read_text()
+    assert "| SS-Net | 0 | last |" in table

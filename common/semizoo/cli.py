@@ -237,12 +237,14 @@ class Commands:
             iterations: training iterations per run (per stage); schedules scale with it (evaluation.md's
                 compression rule). A multi-stage method's labeled-only bound gets as many iterations as the
                 method's stages that use labels.
-            cases: number of phantom patients (default: acdc 40, la 24).
+            cases: number of phantom patients (default: acdc 40, la 24, mnms 16: the test preset's vendor plan).
             size: ACDC only: in-plane matrix of the phantom slices.
-            setting: labelled-data setting of the prepared datalists (default 5 %: acdc lab3, la lab4).
+            setting: labelled-data setting of the prepared datalists (default 5 %: acdc lab3, la lab4, mnms
+                targetD_5pct: vendor D held out).
             methods: methods to compare with their labeled-only bounds (acdc: ssnet, mean_teacher, action,
-                actionpp; la: action_la, actionpp_la); default acdc: ssnet and mean_teacher, la: both ACTIONs.
-            dataset: acdc or la.
+                actionpp; la: action_la, actionpp_la; mnms: epl, epl_dual); default acdc: ssnet and mean_teacher,
+                la: both ACTIONs, mnms: both EPLs.
+            dataset: acdc, la or mnms (EPL's leave-one-vendor-out setting).
         """
         from .quickstart import run_quickstart
 

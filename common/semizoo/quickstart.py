@@ -1,6 +1,7 @@
 """The README quick start: phantom data, semi-supervised methods against their labeled-only bounds, in minutes.
 
-``run_quickstart`` generates phantom ACDC (raw CREATIS layout; or LA with ``dataset="la"``), prepares it, then for
+``run_quickstart`` generates phantom ACDC (raw CREATIS layout; or LA with ``dataset="la"``, M&Ms with ``"mnms"``),
+prepares it, then for
 each method (SS-Net and the classic Mean Teacher by default) trains its bundle through ``python -m monai.bundle run
 training``: once with the bundle's method (every stage in order for a multi-stage method such as ACTION) and once
 labeled-only (``configs/labeled_only.json``: same network, supervised loss and schedule, no unlabelled data), all
@@ -75,11 +76,14 @@ METHODS: dict[str, QuickMethod] = {
     "actionpp": QuickMethod("action_acdc_segmentation", "ACTION++", "acdc", _ACTIONPP_STAGES, (0.06, 0.08, 0.59), 2),
     "action_la": QuickMethod("action_la_segmentation", "ACTION", "la", _ACTION_STAGES, (0.16, 0.24, 0.84), 2),
     "actionpp_la": QuickMethod("action_la_segmentation", "ACTION++", "la", _ACTIONPP_STAGES, (0.16, 0.23, 1.02), 2),
+    "epl": QuickMethod("epl_mnms_segmentation", "EPL", "mnms", stage_seconds=(2.0,)),
+    "epl_dual": QuickMethod("epl_mnms_segmentation", "EPL dual-level", "mnms", (("dual_level.json",),), (1.2,)),
 }
 # dataset -> phantom cases, default labelled setting (5 %), default methods, labeled-only seconds per iteration
 DATASETS: dict[str, dict[str, Any]] = {
     "acdc": {"name": "ACDC", "cases": 40, "setting": "lab3", "methods": ("ssnet", "mean_teacher"), "bound": 0.09},
     "la": {"name": "LA", "cases": 24, "setting": "lab4", "methods": ("action_la", "actionpp_la"), "bound": 0.17},
+    "mnms": {"name": "M&Ms", "cases": 16, "setting": "targetD_5pct", "methods": ("epl", "epl_dual"), "bound": 0.3},
 }
 # seconds of the fixed stages on 2 CPU cores (progress-bar weights only)
 DATA_SECONDS, START_SECONDS, EVALUATE_SECONDS = 10.0, 5.0, 8.0
@@ -284,6 +288,17 @@ def run_quickstart(
     return results
 
 
+def _config_value_or(bundle: Path, configs: Sequence[str], overrides: dict[str, Any], key: str, default: str) -> str:
+    """``key`` of the merged bundle config (multi-stage bundles name their outputs, e.g. ACTION++'s
+    ``model_actionpp*.pt``), or ``default`` when the bundle does not define it (single-stage bundles)."""
+    from .stages import config_value
+
+    try:
+        return str(config_value(bundle, configs, overrides, key))
+    except KeyError:
+        return default
+
+
 def _train_and_evaluate(
     run: QuickRun,
     seed: int,
@@ -297,8 +312,6 @@ def _train_and_evaluate(
     results: dict[str, Any],
 ) -> None:
     """Train ``run``'s stages in order (a stage whose output exists is skipped), then evaluate both checkpoints."""
-    from .stages import config_value
-
     bundle = _bundle_dir(run.bundle)
     run_dir = out / f"{run.key}_seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -317,7 +330,8 @@ def _train_and_evaluate(
     for index, (stage, step_seconds) in enumerate(zip(run.stages, run.step_seconds)):
         configs = ["train.json", "quickstart.json", *stage]
         paths = [str(bundle / "configs" / c) for c in configs]
-        output = Path(config_value(bundle, paths, overrides, "stage_output"))
+        default_output = str(Path(overrides["ckpt_dir"]) / "model_final.pt")  # single-stage bundles
+        output = Path(_config_value_or(bundle, paths, overrides, "stage_output", default_output))
         begin = start + START_SECONDS
         if not output.is_file():
             progress.stage(
@@ -341,7 +355,7 @@ def _train_and_evaluate(
     results["train_seconds"].setdefault(run.key, []).append(float(timing.read_text()) if timing.is_file() else None)
     for index, checkpoint in enumerate(CHECKPOINTS):
         progress.stage(f"{run.label}, seed {seed}: evaluating ({CHECKPOINT_NAMES[checkpoint]})")
-        model = Path(config_value(bundle, paths, overrides, CHECKPOINT_KEYS[checkpoint]))  # ACTION++: *_actionpp
+        model = Path(_config_value_or(bundle, paths, overrides, CHECKPOINT_KEYS[checkpoint], checkpoint))
         metrics = run_dir / "eval" / model.stem / "metrics.json"  # SegmentationReport: output_dir/<checkpoint stem>
         if not metrics.is_file():
             eval_overrides = {**overrides, "ckpt_file": str(run_dir / "models" / model.name)}
