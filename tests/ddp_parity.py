@@ -33,7 +33,8 @@ def batches() -> list[tuple[dict, dict]]:
             labels[i, :, y + 3 : y + 9, x + 3 : x + 9] = 2
         images = labels.float() / 2 + 0.3 * torch.randn(labels.shape, generator=generator)
         unlabeled = torch.rand(2 * HALF_UNLABELED, 1, SIZE, SIZE, generator=generator)
-        out.append(({"image": images, "label": labels}, {"image": unlabeled}))
+        twins = unlabeled + 0.1 * torch.randn(unlabeled.shape, generator=generator)  # EPL's Fourier twins
+        out.append(({"image": images, "label": labels}, {"image": unlabeled, "image_fourier": twins}))
     return out
 
 
@@ -47,8 +48,8 @@ def half(batch: tuple[dict, dict], rank: int) -> tuple[dict, dict]:
 def build(method_name: str) -> tuple[torch.nn.Module, dict[str, torch.nn.Module], Any]:
     """The network, the method's other trainable modules (heads, wrapped like the network under DDP) and the method
     factory ``make(network, extras)``; seeded, so every rank and the emulation build the same initial state."""
-    from semizoo.methods import Action, ActionPretrain, MeanTeacher, SSNet
-    from semizoo.networks import ActionDistillHeads, RepresentationHead, SSL4MISUNet, SSNetNetwork
+    from semizoo.methods import EPL, Action, ActionPretrain, MeanTeacher, SSNet
+    from semizoo.networks import ActionDistillHeads, NetworkPair, RepresentationHead, SSL4MISUNet, SSNetNetwork
 
     torch.manual_seed(0)
     backbone = SSL4MISUNet(1, CLASSES)
@@ -87,6 +88,9 @@ def build(method_name: str) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]
                 seed=0,
             ),
         )
+    if method_name == "epl":  # two networks, CutMix of the two unlabelled halves, dual-level term: every path runs
+        pair = NetworkPair(backbone, SSL4MISUNet(1, CLASSES))
+        return pair, {}, lambda net, extras: EPL(net, dual_level=True)
     raise ValueError(f"unknown method {method_name!r}")
 
 

@@ -35,7 +35,7 @@ def _close(a: dict, b: dict, what: str) -> None:
         assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), f"{what}: {key} differs"
 
 
-@pytest.mark.parametrize("method_name", ["mean_teacher", "ssnet", "action_pretrain", "actionpp"])
+@pytest.mark.parametrize("method_name", ["mean_teacher", "ssnet", "action_pretrain", "actionpp", "epl"])
 def test_two_process_ddp_matches_the_data_parallel_reference(method_name, tmp_path):
     _torchrun(method_name, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]

@@ -47,7 +47,8 @@ class Commands:
         Files are byte-identical across runs; OUT/semizoo_phantom.json records the arguments.
 
         Args:
-            dataset: which dataset to imitate: acdc (raw CREATIS layout) or la (LA 2018 nrrd layout).
+            dataset: which dataset to imitate: acdc (raw CREATIS layout), la (LA 2018 nrrd layout), mnms (the
+                OpenDataset release with its information CSV) or busi (Dataset_BUSI_with_GT).
             out: output folder; created if missing. A folder of an earlier phantom run is regenerated; any other
                 non-empty folder is refused.
             cases: number of patients; None: the preset's (acdc: test 10, bench 100; la: test 12, bench 100).
@@ -73,13 +74,16 @@ class Commands:
         setting: str | None = None,
         la_crop: str = "label",
         overwrite: bool = False,
+        mnms_extra_unlabeled: bool = False,
+        labeled_selection: str = "first",
+        mask_threshold: float | None = None,
     ) -> str:
-        """Convert SRC (a public layout of DATASET: acdc | la) into OUT with datalists per setting.
+        """Convert SRC (a public layout of DATASET: acdc | la | mnms | busi) into OUT with datalists per setting.
 
         Prints the number of cases per list.
 
         Args:
-            dataset: acdc or la.
+            dataset: acdc, la, mnms (the OpenDataset release + information CSV) or busi (Dataset_BUSI_with_GT).
             src: the downloaded (or phantom) data folder.
             out: the prepared folder to write (volumes, slices, one datalist per setting, prepare_report.json).
             layout: layout of SRC: auto (detected from marker files), or raw | ssl4mis (acdc), raw | uamt (la).
@@ -90,10 +94,26 @@ class Commands:
                 lab3 (acdc) or lab4 (la).
             la_crop: la only: label (UA-MT's crop around the ground-truth box) or none.
             overwrite: replace a non-empty OUT that holds something other than semizoo output.
+            mnms_extra_unlabeled: mnms only: add the 25 unlabelled vendor-C training cases to the unlabelled lists.
+            labeled_selection: mnms only: first (EPL: the first patients by code) or random (seeded by split_seed).
+            mask_threshold: busi only: binarise masks at > T instead of requiring values in {0, 255}.
         """
         from .data.prepare import prepare
 
-        report = prepare(dataset, src, out, layout, split, split_seed, setting, la_crop, overwrite)
+        report = prepare(
+            dataset,
+            src,
+            out,
+            layout,
+            split,
+            split_seed,
+            setting,
+            la_crop,
+            overwrite,
+            extra_unlabeled=mnms_extra_unlabeled,
+            labeled_selection=labeled_selection,
+            mask_threshold=mask_threshold,
+        )
         return json.dumps(report["counts"], indent=4)
 
     def validate(self, datalist: str) -> str:

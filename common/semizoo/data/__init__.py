@@ -1,5 +1,6 @@
 """Data: readers, datalists, ``prepare`` and phantoms, and the two-stream samplers and loaders."""
 
+from .busi import ImagePool, balance_malignant
 from .cine import LoadCined, SlicePool, read_cine
 from .datalist import find_prepared_root, load_split
 from .errors import DataError
@@ -27,4 +28,6 @@ __all__ = [
     "LoadCined",
     "SlicePool",
     "read_cine",
+    "ImagePool",
+    "balance_malignant",
 ]

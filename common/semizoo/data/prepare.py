@@ -360,11 +360,13 @@ def prepare(
     overwrite: bool = False,
     extra_unlabeled: bool = False,
     labeled_selection: str = "first",
+    mask_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Convert ``src`` (a public layout of ``dataset``) into ``out``; returns the report written there.
 
     Args:
-        dataset: ``acdc``, ``la`` or ``mnms`` (:func:`semizoo.data.mnms.prepare_mnms`).
+        dataset: ``acdc``, ``la``, ``mnms`` (:func:`semizoo.data.mnms.prepare_mnms`) or ``busi``
+            (:func:`semizoo.data.busi.prepare_busi`; segmentation settings).
         src: the downloaded (or phantom) data.
         out: the prepared DIR.
         layout: ``auto`` (from marker files) or one of ``LAYOUTS[dataset]``.
@@ -376,6 +378,7 @@ def prepare(
         overwrite: replace a non-empty ``out`` that holds something other than semizoo output.
         extra_unlabeled: mnms only: add the vendor-C ``Training/Unlabeled`` cases to the unlabelled lists.
         labeled_selection: mnms only: ``first`` (EPL's first patients by code) or ``random`` (seeded).
+        mask_threshold: busi only: binarise masks at ``> T`` instead of requiring values in {0, 255}.
 
     Raises:
         DataError: bad arguments or layout; PrepareError: every problem found in the source.
@@ -386,8 +389,14 @@ def prepare(
         if layout not in ("auto", "raw"):
             raise DataError(src, f"layout {layout!r} is not one of ('raw',) for mnms")
         return prepare_mnms(src, out, setting, extra_unlabeled, labeled_selection, split_seed, overwrite)
+    if dataset in ("busi", "busi-segmentation"):
+        from .busi import prepare_busi
+
+        if layout not in ("auto", "raw"):
+            raise DataError(src, f"layout {layout!r} is not one of ('raw',) for busi")
+        return prepare_busi(src, out, setting, split_seed, mask_threshold, overwrite)
     if dataset not in LAYOUTS:
-        raise DataError(src, f"unknown dataset {dataset!r}; choose one of {sorted(LAYOUTS) + ['mnms']}")
+        raise DataError(src, f"unknown dataset {dataset!r}; choose one of {sorted(LAYOUTS) + ['busi', 'mnms']}")
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DataError(src, "source folder does not exist")

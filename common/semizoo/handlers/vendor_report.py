@@ -49,6 +49,7 @@ class VendorDiceReport:
         checkpoint: the evaluated checkpoint (names the folder).
         settings: facts recorded in the file (setting, target vendor, seed).
         pred_key, label_key: label maps in the decollated evaluator output.
+        group_key: the batch field that groups patients (``vendor``; BUSI: ``domain``).
     """
 
     def __init__(
@@ -58,11 +59,12 @@ class VendorDiceReport:
         settings: Mapping[str, Any] | None = None,
         pred_key: str = "pred",
         label_key: str = "label",
+        group_key: str = "vendor",
     ) -> None:
         stem = Path(os.fspath(checkpoint)).stem if checkpoint else "report"
         self.output_dir = Path(output_dir) / stem
         self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
-        self.settings, self.keys = dict(settings or {}), (pred_key, label_key)
+        self.settings, self.keys, self.group_key = dict(settings or {}), (pred_key, label_key), group_key
         self.slices: dict[str, list[float]] = {}
         self.vendor_of: dict[str, str] = {}
 
@@ -80,7 +82,8 @@ class VendorDiceReport:
         for index, output in enumerate(engine.state.output):
             item = batch[index] if isinstance(batch, list) else {}
             patient = _field(item, "patient", f"case_{len(self.slices):03d}")
-            self.add(patient, _field(item, "vendor", "?"), _labels(output[pred_key]), _labels(output[label_key]))
+            group = _field(item, self.group_key, "?")
+            self.add(patient, group, _labels(output[pred_key]), _labels(output[label_key]))
 
     def add(self, patient: str, vendor: str, pred: np.ndarray, ref: np.ndarray) -> None:
         """Add one volume's slices to ``patient`` (of ``vendor``)."""
@@ -95,9 +98,9 @@ class VendorDiceReport:
             by_vendor.setdefault(self.vendor_of[patient], []).append(score)
         report = {
             "checkpoint": self.checkpoint,
-            "protocol": "EPL (epl.md §7): per slice, Dice of the LV/MYO/RV one-hot masks flattened together, "
-            "smooth 1e-4 (empty/empty = 1); patient = mean of its ED and ES slices; vendor = mean x100 and sample "
-            "std over patients",
+            "protocol": "EPL (epl.md §7): per slice (BUSI: per image), Dice of the foreground classes' one-hot masks "
+            "flattened together (M&Ms: LV/MYO/RV; BUSI: lesion), smooth 1e-4 (empty/empty = 1); patient = mean of its "
+            "slices (M&Ms: ED and ES); group (vendor) = mean x100 and sample std over patients",
             "settings": self.settings,
             "vendors": vendor_summary(by_vendor),
             "patients": {

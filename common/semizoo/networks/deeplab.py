@@ -33,20 +33,26 @@ def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> list[
 
 
 class ResNet50V1c(nn.Module):
-    """Dilated ResNet-50 v1c (deep stem), output stride 16; ``forward`` returns (stage-1 features, stage-4 features)."""
+    """Dilated ResNet-50 v1c (deep stem), output stride 16; ``forward`` returns (stage-1 features, stage-4 features).
 
-    def __init__(self, in_channels: int = 1) -> None:
+    Args:
+        in_channels: image channels.
+        width: base width (64: ResNet-50; smaller values scale every layer for CPU budgets, ``width / 64``).
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 64) -> None:
         super().__init__()
-        stem = _conv_bn_relu(in_channels, 64, stride=2) + _conv_bn_relu(64, 64)
-        stem.append(nn.Conv2d(64, 128, 3, padding=1, bias=False))
+        stem = _conv_bn_relu(in_channels, width, stride=2) + _conv_bn_relu(width, width)
+        stem.append(nn.Conv2d(width, 2 * width, 3, padding=1, bias=False))
         self.conv1 = nn.Sequential(*stem)
-        self.bn1, self.relu = nn.BatchNorm2d(128), nn.ReLU(inplace=True)
+        self.bn1, self.relu = nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.inplanes = 128
-        self.layer1 = self._stage(64, 3, stride=1, dilations=(1, 1, 1))
-        self.layer2 = self._stage(128, 4, stride=2, dilations=(1,) * 4)
-        self.layer3 = self._stage(256, 6, stride=2, dilations=(1,) * 6)
-        self.layer4 = self._stage(512, 3, stride=1, dilations=(2, 4, 8))
+        self.inplanes = 2 * width
+        self.layer1 = self._stage(width, 3, stride=1, dilations=(1, 1, 1))
+        self.layer2 = self._stage(2 * width, 4, stride=2, dilations=(1,) * 4)
+        self.layer3 = self._stage(4 * width, 6, stride=2, dilations=(1,) * 6)
+        self.layer4 = self._stage(8 * width, 3, stride=1, dilations=(2, 4, 8))
+        self.out_channels = 32 * width
 
     def _stage(self, planes: int, blocks: int, stride: int, dilations: tuple[int, ...]) -> nn.Sequential:
         downsample = None
@@ -112,15 +118,22 @@ class DeepLabV3Plus(nn.Module):
             official code puts it last, a permutation of the classifier's rows with no other effect.
         pretrained: optional path of an ImageNet ResNet-50-v1c checkpoint; its shape-matching backbone tensors are
             copied (:meth:`load_backbone`). ``None`` trains from scratch.
+        width: base width; 64 (default) is EPL's network. Smaller widths scale every layer (backbone widths
+            ``width·(1, 2, 4, 8)·4``, head ``4·width``) for CPU budgets; ImageNet weights fit only width 64.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 4, pretrained: Optional[str] = None) -> None:
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 4, pretrained: Optional[str] = None, width: int = 64
+    ) -> None:
         super().__init__()
-        self.backbone = ResNet50V1c(in_channels)
-        self.aspp = _ASPP()
-        self.reduce = nn.Sequential(nn.Conv2d(256, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU(inplace=True))
-        self.fuse = nn.Sequential(*_conv_bn_relu(256 + 48, 256), nn.Dropout2d(0.1), *_conv_bn_relu(256, 256))
-        self.classifier = nn.Conv2d(256, num_classes, 1, bias=True)
+        if width < 4:
+            raise ValueError(f"width must be >= 4, got {width}.")
+        self.backbone = ResNet50V1c(in_channels, width)
+        head, low = 4 * width, max(8, 3 * width // 4)  # 256 and 48 at width 64
+        self.aspp = _ASPP(self.backbone.out_channels, head)
+        self.reduce = nn.Sequential(nn.Conv2d(head, low, 1, bias=False), nn.BatchNorm2d(low), nn.ReLU(inplace=True))
+        self.fuse = nn.Sequential(*_conv_bn_relu(head + low, head), nn.Dropout2d(0.1), *_conv_bn_relu(head, head))
+        self.classifier = nn.Conv2d(head, num_classes, 1, bias=True)
         for module in (self.aspp, self.reduce, self.fuse, self.classifier):
             _init_head(module)
         if pretrained is not None:

@@ -3,11 +3,14 @@ pipelines (``Compose`` factories) that the bundle configs reference with ``_targ
 
 from .action import ActionStrongAug, AdvMorph, action_pretrain_views, mix_unlabeled
 from .epl import (
+    ConditionalFlipd,
     EPLGeometryd,
     EPLIntensityd,
     FourierTwind,
     ProbabilityThresholdd,
     RandGaussianBlurd,
+    epl_busi_eval_transforms,
+    epl_busi_train_transforms,
     epl_eval_transforms,
     epl_post_transforms,
     epl_train_transforms,
@@ -55,4 +58,7 @@ __all__ = [
     "epl_train_transforms",
     "epl_eval_transforms",
     "epl_post_transforms",
+    "ConditionalFlipd",
+    "epl_busi_train_transforms",
+    "epl_busi_eval_transforms",
 ]

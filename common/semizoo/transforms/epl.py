@@ -29,13 +29,17 @@ from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
+    Flip,
     Invertd,
+    LoadImaged,
     MapTransform,
     RandFlipd,
     Randomizable,
     RandSpatialCropd,
     Resize,
+    Resized,
     Rotate,
+    ScaleIntensityd,
     Spacingd,
     SpatialCropd,
     SpatialPadd,
@@ -55,6 +59,9 @@ __all__ = [
     "epl_train_transforms",
     "epl_eval_transforms",
     "epl_post_transforms",
+    "ConditionalFlipd",
+    "epl_busi_train_transforms",
+    "epl_busi_eval_transforms",
 ]
 
 
@@ -197,6 +204,8 @@ class FourierTwind(Randomizable, MapTransform):
         target_spacing: the grid of :class:`EPLGeometryd`.
         window_frac, lam: :func:`fourier_amplitude_swap` (0.01, 1.0).
         angle_key: the image's rotation from :class:`EPLGeometryd`.
+        lower, upper: percentiles of the target's clip (0 and 100: plain min-max, BUSI).
+        target_size: resize the target to this size instead of the ``target_spacing`` grid (BUSI: 300×300).
     """
 
     def __init__(
@@ -210,8 +219,10 @@ class FourierTwind(Randomizable, MapTransform):
         angle_key: str = "epl_angle",
         lower: float = 0.5,
         upper: float = 99.5,
+        target_size: Sequence[int] | None = None,
     ) -> None:
         MapTransform.__init__(self, key)
+        self.target_size = None if target_size is None else tuple(int(s) for s in target_size)
         if pool is None:
             raise ValueError("FourierTwind needs a SlicePool of target slices.")
         self.key, self.pool, self.output_key = key, pool, output_key
@@ -226,7 +237,10 @@ class FourierTwind(Randomizable, MapTransform):
         target, spacing = self.pool.draw(self.R)
         target = torch.as_tensor(percentile_min_max(target, self.lower, self.upper))[None]
         target = Rotate(math.radians(angle), keep_size=True, mode="bilinear", padding_mode="zeros")(target)
-        target = _resize_to_grid(target, spacing, self.target_spacing, "bilinear")
+        if self.target_size is None:
+            target = _resize_to_grid(target, spacing, self.target_spacing, "bilinear")
+        else:
+            target = Resize(self.target_size, mode="bilinear", align_corners=False, anti_aliasing=False)(target)
         size = tuple(image.shape[-2:])
         target = SpatialPadd("t", spatial_size=size, method="symmetric")({"t": target})["t"]
         return torch.as_tensor(CenterSpatialCropd("t", roi_size=size)({"t": target})["t"])
@@ -355,3 +369,78 @@ def epl_post_transforms(preprocessing: Compose, threshold: float = 0.5) -> Compo
             ProbabilityThresholdd("pred", threshold),
         ]
     )
+
+
+class ConditionalFlipd(MapTransform):
+    """Flip ``keys`` along ``spatial_axis`` when the entry's ``flag_key`` is truthy (BUSI's malignant balancing)."""
+
+    def __init__(self, keys: KeysCollection, flag_key: str = "hflip", spatial_axis: int = 0, allow_missing_keys=True):
+        super().__init__(keys, allow_missing_keys)
+        self.flag_key, self.flip = flag_key, Flip(spatial_axis=spatial_axis)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        if d.get(self.flag_key):
+            for key in self.key_iterator(d):
+                d[key] = self.flip(d[key])
+        return d
+
+
+# MONAI reads PNGs as (W, H): spatial axis 0 runs left-right, so a horizontal flip is a flip of axis 0.
+_BUSI_HFLIP_AXIS = 0
+
+
+def epl_busi_train_transforms(
+    labeled: bool = True,
+    fourier_pool: Any = None,
+    resize: int = 300,
+    crop_size: int = 288,
+    window_frac: float = 0.01,
+    lam: float = 1.0,
+) -> Compose:
+    """BUSI training images (epl.md §3): load the grey PNG (and the {0, 1} mask), min-max to [0, 1], the balancing
+    flip (``hflip`` entries), resize to ``resize``² (masks nearest), then
+
+    - unlabelled: Fourier twin with a random training image (``fourier_pool``, plain min-max, resized alike);
+    - both: random crop ``crop_size``² (shared by image, twin and mask), horizontal flip p = 0.5 (shared), an
+      independent Gaussian blur of image and twin.
+    """
+    keys = ["image", "label"] if labeled else ["image"]
+    size = (int(resize), int(resize))
+    out = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys, channel_dim="no_channel"),
+        ScaleIntensityd("image", minv=0.0, maxv=1.0),
+        ConditionalFlipd(keys, spatial_axis=_BUSI_HFLIP_AXIS),
+        Resized("image", size, mode="bilinear", align_corners=False, anti_aliasing=False),
+    ]
+    if labeled:
+        out.append(Resized("label", size, mode="nearest"))
+        spatial = keys
+    else:
+        twin = FourierTwind(
+            "image", fourier_pool, window_frac=window_frac, lam=lam, lower=0.0, upper=100.0, target_size=size
+        )
+        out.append(twin)
+        spatial = ["image", "image_fourier"]
+    crop = (int(crop_size), int(crop_size))
+    out += [
+        RandSpatialCropd(spatial, crop, random_size=False),
+        RandFlipd(spatial, prob=0.5, spatial_axis=_BUSI_HFLIP_AXIS),
+    ]
+    out += [RandGaussianBlurd("image")] + ([] if labeled else [RandGaussianBlurd("image_fourier")])
+    out += [EnsureTyped(spatial, track_meta=False)]
+    return Compose(out)
+
+
+def epl_busi_eval_transforms(size: int = 288, labeled: bool = True, load: bool = True) -> Compose:
+    """BUSI validation/test images: load, min-max, resize the image to ``size``² (inverted on the probabilities by
+    :func:`epl_post_transforms`, so the Dice is computed at the original resolution)."""
+    keys = ["image", "label"] if labeled else ["image"]
+    out = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys, channel_dim="no_channel")] if load else []
+    out += [
+        ScaleIntensityd("image", minv=0.0, maxv=1.0),
+        EnsureTyped(keys),
+        Resized("image", (int(size), int(size)), mode="bilinear", align_corners=False, anti_aliasing=False),
+    ]
+    return Compose(out)

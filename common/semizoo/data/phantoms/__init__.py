@@ -2,7 +2,7 @@
 
 ``generate("acdc", out)`` writes ``out/database/training/patientNNN/…``; ``generate("la", out)`` writes
 ``out/<ID>/lgemri.nrrd`` and ``laendo.nrrd``; ``generate("mnms", out)`` writes ``out/OpenDataset/…`` with the
-information CSV. Case ``k`` draws from
+information CSV; ``generate("busi", out)`` writes ``out/Dataset_BUSI_with_GT/…``. Case ``k`` draws from
 ``Generator(PCG64(SeedSequence([seed, DATASET_CODES[dataset], k])))``, so it does not depend on the number of cases,
 and files are byte-identical across runs. ``out/semizoo_phantom.json`` records the arguments and the generator
 version; a non-empty ``out`` without it is refused so that user data is never overwritten.
@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import acdc, la, mnms
+from . import acdc, busi, la, mnms
 from .common import DATASET_CODES
 
 __all__ = ["generate", "DATASETS", "PRESETS", "MANIFEST", "GENERATOR_VERSION", "DATASET_CODES"]
@@ -24,7 +24,7 @@ __all__ = ["generate", "DATASETS", "PRESETS", "MANIFEST", "GENERATOR_VERSION", "
 #: Bumped whenever the output of a given (dataset, preset, seed, cases) changes.
 GENERATOR_VERSION = "1.0"
 MANIFEST = "semizoo_phantom.json"
-DATASETS = {"acdc": acdc, "la": la, "mnms": mnms}
+DATASETS = {"acdc": acdc, "la": la, "mnms": mnms, "busi": busi}
 PRESETS = ("test", "bench")
 
 
@@ -71,11 +71,11 @@ def generate(
     """Write ``cases`` phantom cases of ``dataset`` in its raw public layout under ``out``.
 
     Args:
-        dataset: ``"acdc"``, ``"la"`` or ``"mnms"``.
+        dataset: ``"acdc"``, ``"la"``, ``"mnms"`` or ``"busi"``.
         out: output directory; created if missing. A directory holding a previous phantom run (it has
             ``semizoo_phantom.json``) is cleared of that run's entries and regenerated.
         cases: number of cases (patients); default the preset's (acdc: test 10, bench 100; la: test 12, bench 100;
-            mnms: the preset's vendor plan, test 16, bench 126).
+            mnms: the preset's vendor plan, test 16, bench 126; busi: the class plan, test 24, bench 300).
         seed: non-negative base seed.
         preset: ``"test"`` (small, fast: < 2 s, < 5 MB) or ``"bench"`` (sizes for the difficulty report).
         size: ACDC only: in-plane matrix (keeps the preset field of view, so the spacing changes).
@@ -110,6 +110,8 @@ def generate(
         acdc.layout(preset, size)  # validate before touching the disk
     if dataset == "mnms":
         mnms.check_cases(preset, n_cases)
+    if dataset == "busi" and n_cases != len(busi.plan(preset)):
+        raise ValueError(f"busi phantoms follow preset {preset!r}'s class plan: cases must be {len(busi.plan(preset))}")
     _prepare_out(out)
     kwargs = {"size": size} if dataset == "acdc" else {}
     written = module.generate(out, n_cases, seed, preset, **kwargs)
