@@ -198,3 +198,14 @@ def test_trainer_step_moves_both_deeplab_networks_and_their_batch_norm_statistic
         assert not torch.equal(
             before[f"{side}.backbone.conv1.1.running_mean"], after[f"{side}.backbone.conv1.1.running_mean"]
         )
+
+
+def test_benchmark_times_both_networks_against_their_labeled_only_step():
+    """The benchmark reads EPL's two optimizers and its batch (labelled + two unlabelled halves); its labelled-only
+    step is EPL's own supervised step (both networks), not a single network."""
+    from semizoo.benchmark import step_cost
+
+    result = step_cost("epl_mnms_segmentation", ["smoke.json", "quickstart.json"], iterations=1, warmup=1, blocks=2)
+    assert result["batch"] == {"labeled": 2, "unlabeled": 4, "patch": [48, 48]}
+    assert result["steps_timed"] == {"method": 2, "labeled_only": 2}
+    assert result["seconds_per_step"]["method"] > result["seconds_per_step"]["labeled_only"] > 0

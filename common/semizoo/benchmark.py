@@ -35,14 +35,28 @@ def _build(bundle: Path, overrides: Sequence[str]) -> tuple[Any, Any, dict]:
     if "iters_per_epoch" in parser:  # derived from the dataset's length in the bundle; no data is read here
         parser["iters_per_epoch"] = 100
     method = parser.get_parsed_content("method")
-    optimizer = parser.get_parsed_content("optimizer")
+    names = ["optimizer"] if "optimizer" in parser else sorted(k for k in parser.config if k.startswith("optimizer_"))
+    optimizer = _Optimizers([parser.get_parsed_content(name) for name in names])  # EPL: one per network
+    patch = parser.get_parsed_content("patch_size") if "patch_size" in parser else [parser["crop_size"]] * 2
     sizes = {
-        "patch": list(parser.get_parsed_content("patch_size")),
-        "batch": int(parser.get_parsed_content("batch_size")),
-        "unlabeled": int(parser.get_parsed_content("unlabeled_batch_size")),
+        "patch": [int(p) for p in patch],
+        "batch": int(parser.get_parsed_content("train#dataloader#batch_size")),  # labelled + unlabelled
+        "unlabeled": int(parser.get_parsed_content("train#dataloader#secondary_batch_size")),
         "classes": int(parser.get_parsed_content("num_classes")),
     }
     return method, optimizer, sizes
+
+
+class _Optimizers(list):
+    """Several optimizers stepped together (a method with one optimizer per network)."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self:
+            optimizer.step()
 
 
 def _step(method, optimizer, labeled, unlabeled) -> None:
@@ -64,14 +78,18 @@ def step_cost(
     method, optimizer, sizes = _build(root, overrides)
     device = next(method.network.parameters()).device
     method.train()
-    supervised = Supervised(method.network, sup_loss=method.sup_loss).train()
+    # a method whose step without unlabelled data is its own labelled-only bound (EPL: both networks) times that
+    supervised = method if method.supervised_fallback else Supervised(method.network, sup_loss=method.sup_loss).train()
     n_labeled = sizes["batch"] - sizes["unlabeled"]
     generator = torch.Generator().manual_seed(0)
     labeled = {
         "image": torch.rand(n_labeled, 1, *sizes["patch"], generator=generator).to(device),
         "label": torch.randint(0, sizes["classes"], (n_labeled, 1, *sizes["patch"]), generator=generator).to(device),
     }
-    unlabeled = {"image": torch.rand(sizes["unlabeled"], 1, *sizes["patch"], generator=generator).to(device)}
+    unlabeled = {
+        key: torch.rand(sizes["unlabeled"], 1, *sizes["patch"], generator=generator).to(device)
+        for key in ("image", "image_fourier")  # EPL's Fourier twins; other methods ignore the key
+    }
     timings: dict[str, list[float]] = {"method": [], "labeled_only": []}
     for _ in range(warmup):
         _step(method, optimizer, labeled, unlabeled)

@@ -42,7 +42,7 @@ class Commands:
         preset: str = "test",
         size: int | None = None,
     ) -> str:
-        """Write deterministic phantom data of DATASET (acdc | la) in its raw public layout to OUT.
+        """Write deterministic phantom data of DATASET (acdc | la | mnms | busi) in its raw public layout to OUT.
 
         Files are byte-identical across runs; OUT/semizoo_phantom.json records the arguments.
 
@@ -51,7 +51,8 @@ class Commands:
                 OpenDataset release with its information CSV) or busi (Dataset_BUSI_with_GT).
             out: output folder; created if missing. A folder of an earlier phantom run is regenerated; any other
                 non-empty folder is refused.
-            cases: number of patients; None: the preset's (acdc: test 10, bench 100; la: test 12, bench 100).
+            cases: number of patients; None: the preset's (acdc: test 10, bench 100; la: test 12, bench 100; mnms: 16,
+                126 and busi: 24, 300, each preset's fixed plan).
             seed: non-negative base seed; case k depends only on (seed, dataset, k).
             preset: test (small and fast) or bench (the sizes of the difficulty report).
             size: acdc only: in-plane matrix (the preset's field of view is kept, so the spacing changes); None:

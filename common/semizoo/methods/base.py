@@ -87,6 +87,9 @@ class Method(nn.Module):
 
     name: str = ""
     manual_optimization: bool = False
+    #: ``train_step(labeled, None)`` is this method's own labelled-only bound (e.g. EPL: both networks supervised);
+    #: the benchmark then times it instead of :class:`semizoo.methods.Supervised` on ``network(x)``.
+    supervised_fallback: bool = False
 
     def __init__(self, network: nn.Module, image_key: str = "image", label_key: str = "label") -> None:
         super().__init__()

@@ -70,6 +70,8 @@ class EPL(Method):
         image_key, label_key: batch keys; fourier_key: the key of the unlabeled images' Fourier twins.
     """
 
+    supervised_fallback = True
+
     def __init__(
         self,
         network: nn.Module,
