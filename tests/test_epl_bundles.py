@@ -36,7 +36,9 @@ VARIANTS = {
 
 def _value(bundle: str, config: str, key: str, **overrides):
     root = BUNDLES / bundle
-    configs = [str(root / "configs" / "train.json")] + ([str(root / "configs" / config)] if config != "train.json" else [])
+    configs = [str(root / "configs" / "train.json")] + (
+        [str(root / "configs" / config)] if config != "train.json" else []
+    )
     return config_value(root, configs, overrides, key)
 
 

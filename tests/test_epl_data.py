@@ -232,3 +232,20 @@ def test_evaluation_protocol():
     )
     average = vendor_average({"A": 80.0, "B": 84.0, "C": 86.0, "D": 90.0})
     assert average["mean"] == pytest.approx(85.0) and average["std"] == pytest.approx(np.std([80, 84, 86, 90]))
+
+
+def test_test_time_histogram_matching_is_seeded(mnms):
+    """epl.md §7: the test preprocessing keeps the random histogram matching, seeded: two evaluations agree."""
+    import monai
+    from monai.data import DataLoader, Dataset
+    from semizoo.transforms import epl_eval_transforms
+
+    datalist = mnms / "prepared" / "datalists" / "targetD_5pct.json"
+    images = []
+    for seed in (7, 7, 8):
+        monai.utils.set_determinism(seed=seed)
+        reference = SlicePool.from_datalist(datalist, "unlabeled", domain="first_source")
+        dataset = Dataset(load_split(datalist, "test")[:2], epl_eval_transforms(reference, 3.0, 48))
+        images.append(torch.cat([b["image"].as_tensor().flatten() for b in DataLoader(dataset, batch_size=1)]))
+    monai.utils.set_determinism(seed=None)
+    assert torch.equal(images[0], images[1]) and not torch.equal(images[0], images[2])
