@@ -50,6 +50,15 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
 # the training pipeline of a bundle, when it is not its dataset's ``{ds}_train_transforms`` (ACTION only resizes)
 TRAIN_PIPELINE = {"action_acdc_segmentation": "acdc_resize_transforms"}
+# datasets whose pipelines are pinned against explicit MONAI sequences below; EPL's datasets (mnms, busi) are pinned by
+# their own wiring test here and by tests/test_epl_data.py and tests/test_busi_data.py
+EXPLICIT_DATASETS = ("acdc", "la")
+EXPLICIT_BUNDLES = [b for b in BUNDLES if dataset_of(b) in EXPLICIT_DATASETS]
+# EPL bundles: dataset -> (train factory, eval factory, inference loader)
+EPL_PIPELINES = {
+    "mnms": ("epl_train_transforms", "epl_eval_transforms", "semizoo.data.LoadCined"),
+    "busi": ("epl_busi_train_transforms", "epl_busi_eval_transforms", "LoadImaged"),
+}
 
 
 def _train_pipeline(bundle: str) -> str:
@@ -340,7 +349,7 @@ def _groups() -> list[tuple[str, list[str]]]:
     return sorted(by_dataset.items())
 
 
-@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("bundle", EXPLICIT_BUNDLES)
 def test_bundles_reference_their_dataset_pipelines(bundle):
     ds = dataset_of(bundle)
     for name, ids in PIPELINE_IDS.items():
@@ -368,7 +377,28 @@ def test_bundles_of_one_dataset_differ_only_in_what_distinguishes_them(name):
             assert not drift, f"{dataset}: {a} and {b} differ in shared IDs of {name}: {drift}"
 
 
-@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("bundle", [b for b in BUNDLES if dataset_of(b) in EPL_PIPELINES])
+def test_epl_bundles_reference_their_dataset_pipelines(bundle):
+    """Train, validation and inference of an EPL bundle use its dataset's factories; the probabilities are inverted
+    through the validation preprocessing; inference keeps its loader first and ``SaveImaged`` last."""
+    train_factory, eval_factory, loader = EPL_PIPELINES[dataset_of(bundle)]
+    train, inference = _config(bundle, "train.json"), _config(bundle, "inference.json")
+    assert train["train"]["preprocessing"]["_target_"] == f"semizoo.transforms.{train_factory}"
+    assert train["train"]["preprocessing"]["labeled"] is True
+    assert train["train"]["unlabeled_preprocessing"]["_target_"] == f"semizoo.transforms.{train_factory}"
+    assert train["train"]["unlabeled_preprocessing"]["labeled"] is False
+    assert train["train"]["unlabeled_preprocessing"]["fourier_pool"] == "@fourier_pool"
+    assert train["validate"]["preprocessing"]["_target_"] == f"semizoo.transforms.{eval_factory}"
+    post = train["validate"]["postprocessing"]
+    assert post == {"_target_": "semizoo.transforms.epl_post_transforms", "preprocessing": "@validate#preprocessing"}
+    transforms = inference["preprocessing"]["transforms"]
+    assert transforms[0]["_target_"] == loader and transforms[-1]["_target_"] == f"semizoo.transforms.{eval_factory}"
+    assert transforms[-1]["load"] is False and transforms[-1]["labeled"] is False
+    assert inference["postprocessing"]["transforms"][0]["_target_"] == "semizoo.transforms.epl_post_transforms"
+    assert inference["postprocessing"]["transforms"][-1]["_target_"] == "SaveImaged"
+
+
+@pytest.mark.parametrize("bundle", EXPLICIT_BUNDLES)
 def test_bundle_pipelines_instantiate_to_the_explicit_sequences(bundle, acdc_slice, la_volume):
     """The JSON wiring (patch size, labeled flag) gives the explicit sequences' outputs."""
     ds = dataset_of(bundle)
