@@ -209,3 +209,16 @@ def test_benchmark_times_both_networks_against_their_labeled_only_step():
     assert result["batch"] == {"labeled": 2, "unlabeled": 4, "patch": [48, 48]}
     assert result["steps_timed"] == {"method": 2, "labeled_only": 2}
     assert result["seconds_per_step"]["method"] > result["seconds_per_step"]["labeled_only"] > 0
+
+
+def test_optional_beta_rampup_scales_the_cps_term_only():
+    labeled, unlabeled = batches()
+    ramped = EPL(pair(), beta=3.0, beta_rampup=100.0)
+    assert EPL(pair()).cps_weight(0) == 3.0 and ramped.cps_weight(100) == pytest.approx(3.0)
+    assert ramped.cps_weight(0) == pytest.approx(3.0 * math.exp(-5.0))
+    ramped.train()
+    ramped.iteration = 20
+    torch.manual_seed(3)
+    terms = ramped.train_step(labeled, unlabeled)
+    weight = 3.0 * math.exp(-5.0 * (1 - 20 / 100) ** 2)
+    assert torch.allclose(terms["loss"], terms["loss_sup"] + weight * terms["loss_cps"], atol=1e-5)

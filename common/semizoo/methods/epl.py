@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..losses.epl import confidence_aware_cps_loss, cps_pseudo_labels, dual_level_kl
 from ..transforms.fourier import cutmix_box_mask
+from ..schedules import sigmoid_rampup
 from .base import Method, register, zero_like
 
 __all__ = ["EPL", "dice_sum_loss"]
@@ -66,6 +67,9 @@ class EPL(Method):
         ce_on: ``"original"`` (code) or ``"ensemble"`` (paper) for the CPS cross-entropy.
         pseudo_from: ``"logits"`` (code) or ``"probs"`` (paper) view averaging for the pseudo labels.
         n_boxes, area_range: CutMix boxes per mask (3) and their area range ((0.25, 0.5)).
+        beta_rampup: iterations of a sigmoid ramp-up of β (Laine & Aila's ``sigmoid_rampup``); 0 (default, official
+            code and paper): β from the first step. Not part of EPL; an option for runs that start from random
+            weights, where the two networks otherwise agree on their initial over-segmentation.
         sup_loss: loss of logits and label maps per network; default :func:`dice_sum_loss` (all channels).
         image_key, label_key: batch keys; fourier_key: the key of the unlabeled images' Fourier twins.
     """
@@ -88,14 +92,16 @@ class EPL(Method):
         image_key: str = "image",
         label_key: str = "label",
         fourier_key: str = "image_fourier",
+        beta_rampup: float = 0.0,
     ) -> None:
         super().__init__(network, image_key=image_key, label_key=label_key)
         if ce_on not in ("original", "ensemble"):
             raise ValueError(f"ce_on must be 'original' or 'ensemble', got {ce_on!r}.")
         if pseudo_from not in ("logits", "probs"):
             raise ValueError(f"pseudo_from must be 'logits' or 'probs', got {pseudo_from!r}.")
-        if beta < 0 or gamma < 0:
-            raise ValueError(f"beta and gamma must be >= 0, got {beta} and {gamma}.")
+        if beta < 0 or gamma < 0 or beta_rampup < 0:
+            raise ValueError(f"beta, gamma and beta_rampup must be >= 0, got {beta}, {gamma} and {beta_rampup}.")
+        self.beta_rampup = float(beta_rampup)
         self.beta, self.gamma = float(beta), float(gamma)
         self.cutmix, self.dual_level, self.per_pixel = bool(cutmix), bool(dual_level), bool(per_pixel)
         self.ce_on, self.pseudo_from = ce_on, pseudo_from
@@ -164,9 +170,10 @@ class EPL(Method):
         loss_sup = loss_sup_l + loss_sup_r
         if loss_cps is None:
             loss_cps = zero_like(loss_sup)
+        weight = self.cps_weight(self.iteration)
         terms.update(
             {
-                "loss": loss_sup + self.beta * loss_cps,
+                "loss": loss_sup + weight * loss_cps,
                 "loss_sup": loss_sup,
                 "loss_sup_left": loss_sup_l,
                 "loss_sup_right": loss_sup_r,
@@ -176,6 +183,10 @@ class EPL(Method):
         if self.dual_level and "loss_dual" not in terms:
             terms["loss_dual"] = zero_like(loss_sup)
         return terms
+
+    def cps_weight(self, iteration: int) -> float:
+        """β at ``iteration``: constant (official), or ``β · sigmoid_rampup(iteration, beta_rampup)``."""
+        return self.beta * sigmoid_rampup(iteration, self.beta_rampup)
 
     def extra_repr(self) -> str:
         return (
