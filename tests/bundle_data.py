@@ -8,7 +8,7 @@ from semizoo.data.phantoms import generate
 from semizoo.data.prepare import prepare
 
 # bundle name prefix -> dataset
-DATASET_OF_BUNDLE = {"_acdc_": "acdc", "_la_": "la", "_mnms_": "mnms", "_busi_": "busi"}
+DATASET_OF_BUNDLE = {"_acdc_": "acdc", "_la_": "la", "_mnms_": "mnms", "_busi_": "busi", "_bus_": "busi"}
 
 
 def dataset_of(bundle: str) -> str:

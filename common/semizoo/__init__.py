@@ -11,7 +11,18 @@ from typing import Any
 
 __version__ = "0.2.0"
 
-SUBPACKAGES = ("data", "engines", "handlers", "losses", "methods", "metrics", "networks", "schedules", "transforms")
+SUBPACKAGES = (
+    "data",
+    "engines",
+    "handlers",
+    "losses",
+    "methods",
+    "metrics",
+    "networks",
+    "optim",
+    "schedules",
+    "transforms",
+)
 
 __all__ = [*SUBPACKAGES, "__version__"]
 

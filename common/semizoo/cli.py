@@ -42,17 +42,20 @@ class Commands:
         preset: str = "test",
         size: int | None = None,
     ) -> str:
-        """Write deterministic phantom data of DATASET (acdc | la | mnms | busi) in its raw public layout to OUT.
+        """Write deterministic phantom data of DATASET (acdc | la | mnms | busi | udiat | snubh | bus) to OUT.
 
-        Files are byte-identical across runs; OUT/semizoo_phantom.json records the arguments.
+        Each dataset comes in its raw public layout; files are byte-identical across runs; OUT/semizoo_phantom.json
+        records the arguments.
 
         Args:
             dataset: which dataset to imitate: acdc (raw CREATIS layout), la (LA 2018 nrrd layout), mnms (the
-                OpenDataset release with its information CSV) or busi (Dataset_BUSI_with_GT).
+                OpenDataset release with its information CSV), busi (Dataset_BUSI_with_GT), udiat (UDIAT Dataset B:
+                original/, GT/, DatasetB.xlsx), snubh (SNUBH-style VOC: TIFFImages/, Annotations/, ImageSets/Main/)
+                or bus (busi, udiat and snubh in OUT/busi, OUT/udiat, OUT/snubh).
             out: output folder; created if missing. A folder of an earlier phantom run is regenerated; any other
                 non-empty folder is refused.
-            cases: number of patients; None: the preset's (acdc: test 10, bench 100; la: test 12, bench 100; mnms: 16,
-                126 and busi: 24, 300, each preset's fixed plan).
+            cases: number of patients; None: the preset's (acdc: test 10, bench 100; la: test 12, bench 100; udiat:
+                10, 163; mnms: 16, 126, busi: 24, 300 and snubh: 24, 300, each preset's fixed plan; bus: None only).
             seed: non-negative base seed; case k depends only on (seed, dataset, k).
             preset: test (small and fast) or bench (the sizes of the difficulty report).
             size: acdc only: in-plane matrix (the preset's field of view is kept, so the spacing changes); None:
@@ -79,25 +82,27 @@ class Commands:
         labeled_selection: str = "first",
         mask_threshold: float | None = None,
     ) -> str:
-        """Convert SRC (a public layout of DATASET: acdc | la | mnms | busi) into OUT with datalists per setting.
+        """Convert SRC (a public layout of DATASET: acdc | la | mnms | busi | udiat | snubh) into OUT with datalists.
 
         Prints the number of cases per list.
 
         Args:
-            dataset: acdc, la, mnms (the OpenDataset release + information CSV) or busi (Dataset_BUSI_with_GT).
+            dataset: acdc, la, mnms (the OpenDataset release + information CSV), busi (Dataset_BUSI_with_GT), udiat
+                (UDIAT Dataset B: original/, GT/, DatasetB.xlsx; detection) or snubh, alias voc (SNUBH-style VOC:
+                TIFFImages/, Annotations/, ImageSets/Main/; detection).
             src: the downloaded (or phantom) data folder.
             out: the prepared folder to write (volumes, slices, one datalist per setting, prepare_report.json).
             layout: layout of SRC: auto (detected from marker files), or raw | ssl4mis (acdc), raw | uamt (la).
             split: standard (the frozen public lists; fails naming missing IDs), scaled (a seeded split keeping the
                 standard proportions) or auto (scaled for phantoms, else standard).
             split_seed: seed of scaled splits and of the LA crop margins.
-            setting: the default datalist (datalist.json): acdc lab3 | lab7 | full, la lab4 | lab8 | full; None:
-                lab3 (acdc) or lab4 (la).
+            setting: the default datalist (datalist.json): acdc lab3 | lab7 | full, la lab4 | lab8 | full, udiat
+                det_paper | test, snubh s_full | s<N>; None: lab3 (acdc), lab4 (la), det_paper (udiat), s_full (snubh).
             la_crop: la only: label (UA-MT's crop around the ground-truth box) or none.
             overwrite: replace a non-empty OUT that holds something other than semizoo output.
             mnms_extra_unlabeled: mnms only: add the 25 unlabelled vendor-C training cases to the unlabelled lists.
             labeled_selection: mnms only: first (EPL: the first patients by code) or random (seeded by split_seed).
-            mask_threshold: busi only: binarise masks at > T instead of requiring values in {0, 255}.
+            mask_threshold: busi and udiat only: binarise masks at > T instead of requiring values in {0, 255}.
         """
         from .data.prepare import prepare
 

@@ -12,6 +12,7 @@ from .samplers import (
     SingleStreamBatchSampler,
     TwoStreamBatchSampler,
 )
+from .self_training import select_pseudo_boxes
 
 __all__ = [
     "DataError",
@@ -30,4 +31,5 @@ __all__ = [
     "read_cine",
     "ImagePool",
     "balance_malignant",
+    "select_pseudo_boxes",
 ]

@@ -366,7 +366,10 @@ def prepare(
 
     Args:
         dataset: ``acdc``, ``la``, ``mnms`` (:func:`semizoo.data.mnms.prepare_mnms`) or ``busi``
-            (:func:`semizoo.data.busi.prepare_busi`; segmentation settings).
+            (:func:`semizoo.data.busi.prepare_busi`; segmentation and detection settings; aliases
+            ``busi-segmentation`` and ``busi-detection``, whose ``datalist.json`` defaults to ``det_lab20pct``),
+            ``udiat`` (:func:`semizoo.data.udiat.prepare_udiat`) or ``snubh``, alias ``voc``
+            (:func:`semizoo.data.snubh.prepare_snubh`).
         src: the downloaded (or phantom) data.
         out: the prepared DIR.
         layout: ``auto`` (from marker files) or one of ``LAYOUTS[dataset]``.
@@ -378,7 +381,7 @@ def prepare(
         overwrite: replace a non-empty ``out`` that holds something other than semizoo output.
         extra_unlabeled: mnms only: add the vendor-C ``Training/Unlabeled`` cases to the unlabelled lists.
         labeled_selection: mnms only: ``first`` (EPL's first patients by code) or ``random`` (seeded).
-        mask_threshold: busi only: binarise masks at ``> T`` instead of requiring values in {0, 255}.
+        mask_threshold: busi and udiat only: binarise masks at ``> T`` instead of requiring values in {0, 255}.
 
     Raises:
         DataError: bad arguments or layout; PrepareError: every problem found in the source.
@@ -389,14 +392,29 @@ def prepare(
         if layout not in ("auto", "raw"):
             raise DataError(src, f"layout {layout!r} is not one of ('raw',) for mnms")
         return prepare_mnms(src, out, setting, extra_unlabeled, labeled_selection, split_seed, overwrite)
-    if dataset in ("busi", "busi-segmentation"):
-        from .busi import prepare_busi
+    if dataset in ("busi", "busi-segmentation", "busi-detection"):
+        from .busi import DEFAULT_DET_SETTING, prepare_busi
 
         if layout not in ("auto", "raw"):
             raise DataError(src, f"layout {layout!r} is not one of ('raw',) for busi")
+        if dataset == "busi-detection" and setting is None:
+            setting = DEFAULT_DET_SETTING  # the files of busi, with datalist.json = the detection default
         return prepare_busi(src, out, setting, split_seed, mask_threshold, overwrite)
+    if dataset == "udiat":
+        from .udiat import prepare_udiat
+
+        if layout not in ("auto", "raw"):
+            raise DataError(src, f"layout {layout!r} is not one of ('raw',) for udiat")
+        return prepare_udiat(src, out, setting, split_seed, mask_threshold, overwrite)
+    if dataset in ("snubh", "voc"):
+        from .snubh import prepare_snubh
+
+        if layout not in ("auto", "raw", "voc"):
+            raise DataError(src, f"layout {layout!r} is not one of ('raw', 'voc') for snubh")
+        return prepare_snubh(src, out, setting, split_seed, overwrite)
     if dataset not in LAYOUTS:
-        raise DataError(src, f"unknown dataset {dataset!r}; choose one of {sorted(LAYOUTS) + ['busi', 'mnms']}")
+        known = sorted(LAYOUTS) + ["busi", "mnms", "snubh", "udiat"]
+        raise DataError(src, f"unknown dataset {dataset!r}; choose one of {known}")
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DataError(src, "source folder does not exist")

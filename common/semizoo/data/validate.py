@@ -27,7 +27,7 @@ def validate_datalist(datalist: str) -> str:
     for key in LISTS:
         entries = load_split(datalist, key, missing_ok=key == "unlabeled")
         counts[key] = len(entries)
-        patients[key] = {str(e.get("patient", e["image"])) for e in entries}
+        patients[key] = {str(e.get("patient", e.get("group", e["image"]))) for e in entries}
         for entry in entries:
             if key == "unlabeled" and ("label" in entry or "box" in entry):
                 problems.append(f"{entry['image']}: unlabeled entry carries a label")
@@ -46,11 +46,23 @@ def validate_datalist(datalist: str) -> str:
     return f"{datalist}: {content.get('dataset')} {content.get('setting')} ok {counts}"
 
 
+def _check_boxes(entry: dict, problems: list[str]) -> None:
+    """Detection entries: ``label`` is one class per ``box`` ``[x1, y1, x2, y2]`` with x1 < x2 and y1 < y2."""
+    boxes, labels = entry.get("box", []), entry.get("label", [])
+    if len(boxes) != len(labels):
+        problems.append(f"{entry['image']}: {len(boxes)} boxes but {len(labels)} box labels")
+    for box in boxes:
+        if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
+            problems.append(f"{entry['image']}: box {box} is not [x1, y1, x2, y2] with x1 < x2 and y1 < y2")
+
+
 def _check_entry(entry: dict, problems: list[str]) -> None:
     shapes = {}
+    if "box" in entry or isinstance(entry.get("label"), list):
+        _check_boxes(entry, problems)
     for key in ("image", "label"):
         path = entry.get(key)
-        if path is None:
+        if path is None or not isinstance(path, (str, Path)):
             continue
         if not Path(path).is_file():
             problems.append(f"{path}: file is missing")

@@ -1,5 +1,6 @@
 """Engines: the semi-supervised trainer and the papers' inferers."""
 
+from .detection import DetectionEvaluator, pseudo_box_lists
 from .inferers import SliceWiseInferer, StridedSlidingWindowInferer, slice_wise_inferer, strided_sliding_window_inferer
 from .trainer import SemiSupervisedTrainer, to_device
 
@@ -10,4 +11,6 @@ __all__ = [
     "strided_sliding_window_inferer",
     "SliceWiseInferer",
     "slice_wise_inferer",
+    "DetectionEvaluator",
+    "pseudo_box_lists",
 ]

@@ -9,6 +9,7 @@ from .checkpoint import (
     TrainingCheckpointer,
     latest_checkpoint,
 )
+from .detection_report import CorLocMetric, DetectionReport, DetectionWriter
 from .filters import WRITING_HANDLERS, every, main_process_handlers
 from .nan_guard import NaNGuard, NonFiniteLossError
 from .report import SegmentationReport, summarise
@@ -33,4 +34,7 @@ __all__ = [
     "summarise",
     "SegmentationMetricHandler",
     "ScheduledValidationHandler",
+    "CorLocMetric",
+    "DetectionReport",
+    "DetectionWriter",
 ]

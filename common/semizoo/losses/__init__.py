@@ -14,6 +14,13 @@ from .epl import confidence_aware_cps_loss, cps_pseudo_labels, dual_level_kl, kl
 from .segmentation import dice_ce_loss
 from .ssnet import ForegroundDiceLoss, binary_dice_loss, class_separation_loss, soft_dice_loss, vat_lds_loss
 from .tsc import load_or_create_centres, regular_simplex_centres, tsc_loss, uniform_hypersphere_centres
+from .wssdl import (
+    class_weights_from_labels,
+    mil_weak_loss,
+    official_rcnn_box_loss,
+    official_rpn_box_loss,
+    select_mass_of_interest,
+)
 
 __all__ = [
     "SoftmaxMSELoss",
@@ -39,4 +46,9 @@ __all__ = [
     "confidence_aware_cps_loss",
     "dual_level_kl",
     "cps_pseudo_labels",
+    "select_mass_of_interest",
+    "mil_weak_loss",
+    "official_rpn_box_loss",
+    "official_rcnn_box_loss",
+    "class_weights_from_labels",
 ]

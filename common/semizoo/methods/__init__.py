@@ -7,6 +7,7 @@ from .epl import EPL
 from .mean_teacher import MeanTeacher
 from .ssnet import SSNet
 from .supervised import Supervised
+from .wssdl import WSSDL
 
 __all__ = [
     "Method",
@@ -19,4 +20,5 @@ __all__ = [
     "ActionPretrain",
     "Action",
     "EPL",
+    "WSSDL",
 ]

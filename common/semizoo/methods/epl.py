@@ -26,8 +26,8 @@ from monai.losses import DiceLoss
 from torch import Tensor, nn
 
 from ..losses.epl import confidence_aware_cps_loss, cps_pseudo_labels, dual_level_kl
-from ..transforms.fourier import cutmix_box_mask
 from ..schedules import sigmoid_rampup
+from ..transforms.fourier import cutmix_box_mask
 from .base import Method, register, zero_like
 
 __all__ = ["EPL", "dice_sum_loss"]

@@ -2,6 +2,7 @@
 
 from .action import ActionDistillHeads, RepresentationHead, logit_windows, pyramid_features
 from .deeplab import DeepLabV3Plus, ResNet50V1c
+from .faster_rcnn import WSSDLFasterRCNN
 from .official import load_official_weights, official_to_semizoo_key
 from .pair import NetworkPair
 from .ssnet import SSNetHeads, SSNetNetwork
@@ -27,4 +28,5 @@ __all__ = [
     "DeepLabV3Plus",
     "ResNet50V1c",
     "NetworkPair",
+    "WSSDLFasterRCNN",
 ]

@@ -29,6 +29,7 @@ from .pipelines import (
     la_train_transforms,
 )
 from .spatial import SSL4MISRandomGeneratord, UAMTRandCropd
+from .wssdl import BoxesToTensord, WSSDLAugmentd, wssdl_transforms
 
 __all__ = [
     "SSL4MISRandomGeneratord",
@@ -61,4 +62,7 @@ __all__ = [
     "ConditionalFlipd",
     "epl_busi_train_transforms",
     "epl_busi_eval_transforms",
+    "BoxesToTensord",
+    "WSSDLAugmentd",
+    "wssdl_transforms",
 ]

@@ -2,7 +2,10 @@
 
 ``generate("acdc", out)`` writes ``out/database/training/patientNNN/…``; ``generate("la", out)`` writes
 ``out/<ID>/lgemri.nrrd`` and ``laendo.nrrd``; ``generate("mnms", out)`` writes ``out/OpenDataset/…`` with the
-information CSV; ``generate("busi", out)`` writes ``out/Dataset_BUSI_with_GT/…``. Case ``k`` draws from
+information CSV; ``generate("busi", out)`` writes ``out/Dataset_BUSI_with_GT/…``; ``generate("udiat", out)`` writes
+``out/original``, ``out/GT`` and ``out/DatasetB.xlsx``; ``generate("snubh", out)`` writes the VOC layout
+(``TIFFImages``, ``Annotations``, ``ImageSets/Main``); ``generate("bus", out)`` writes the three breast ultrasound
+phantoms under ``out/busi``, ``out/udiat`` and ``out/snubh`` (each a complete phantom folder). Case ``k`` draws from
 ``Generator(PCG64(SeedSequence([seed, DATASET_CODES[dataset], k])))``, so it does not depend on the number of cases,
 and files are byte-identical across runs. ``out/semizoo_phantom.json`` records the arguments and the generator
 version; a non-empty ``out`` without it is refused so that user data is never overwritten.
@@ -16,15 +19,17 @@ import os
 import shutil
 from pathlib import Path
 
-from . import acdc, busi, la, mnms
+from . import acdc, busi, la, mnms, snubh, udiat
 from .common import DATASET_CODES
 
-__all__ = ["generate", "DATASETS", "PRESETS", "MANIFEST", "GENERATOR_VERSION", "DATASET_CODES"]
+__all__ = ["generate", "DATASETS", "BUS_PARTS", "PRESETS", "MANIFEST", "GENERATOR_VERSION", "DATASET_CODES"]
 
 #: Bumped whenever the output of a given (dataset, preset, seed, cases) changes.
 GENERATOR_VERSION = "1.0"
 MANIFEST = "semizoo_phantom.json"
-DATASETS = {"acdc": acdc, "la": la, "mnms": mnms, "busi": busi}
+DATASETS = {"acdc": acdc, "la": la, "mnms": mnms, "busi": busi, "udiat": udiat, "snubh": snubh}
+#: ``bus`` writes these phantoms side by side, each in its own sub-folder.
+BUS_PARTS = ("busi", "udiat", "snubh")
 PRESETS = ("test", "bench")
 
 
@@ -71,11 +76,13 @@ def generate(
     """Write ``cases`` phantom cases of ``dataset`` in its raw public layout under ``out``.
 
     Args:
-        dataset: ``"acdc"``, ``"la"``, ``"mnms"`` or ``"busi"``.
+        dataset: ``"acdc"``, ``"la"``, ``"mnms"``, ``"busi"``, ``"udiat"``, ``"snubh"`` or ``"bus"`` (busi, udiat
+            and snubh in sub-folders of ``out``, each with its preset's cases; ``cases`` must be None).
         out: output directory; created if missing. A directory holding a previous phantom run (it has
             ``semizoo_phantom.json``) is cleared of that run's entries and regenerated.
         cases: number of cases (patients); default the preset's (acdc: test 10, bench 100; la: test 12, bench 100;
-            mnms: the preset's vendor plan, test 16, bench 126; busi: the class plan, test 24, bench 300).
+            mnms: the preset's vendor plan, test 16, bench 126; busi: the class plan, test 24, bench 300; udiat: test
+            10, bench 163; snubh: the split plan, test 24, bench 300).
         seed: non-negative base seed.
         preset: ``"test"`` (small, fast: < 2 s, < 5 MB) or ``"bench"`` (sizes for the difficulty report).
         size: ACDC only: in-plane matrix (keeps the preset field of view, so the spacing changes).
@@ -88,10 +95,12 @@ def generate(
     Raises:
         ValueError: unknown dataset or preset, bad ``cases``/``seed``/``size``, or a non-empty foreign ``out``.
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown phantom dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    if dataset not in DATASETS and dataset != "bus":
+        raise ValueError(f"unknown phantom dataset {dataset!r}; choose one of {sorted(DATASETS) + ['bus']}")
     if preset not in PRESETS:
         raise ValueError(f"unknown phantom preset {preset!r}; choose one of {list(PRESETS)}")
+    if dataset == "bus":
+        return _generate_bus(Path(out), cases, seed, preset, size)
     module = DATASETS[dataset]
     n_cases = module.PRESETS[preset]["cases"] if cases is None else cases
     if not _is_int(n_cases) or n_cases < 1:
@@ -112,6 +121,10 @@ def generate(
         mnms.check_cases(preset, n_cases)
     if dataset == "busi" and n_cases != len(busi.plan(preset)):
         raise ValueError(f"busi phantoms follow preset {preset!r}'s class plan: cases must be {len(busi.plan(preset))}")
+    if dataset == "snubh" and n_cases != len(snubh.plan(preset)):
+        raise ValueError(
+            f"snubh phantoms follow preset {preset!r}'s split plan: cases must be {len(snubh.plan(preset))}"
+        )
     _prepare_out(out)
     kwargs = {"size": size} if dataset == "acdc" else {}
     written = module.generate(out, n_cases, seed, preset, **kwargs)
@@ -122,6 +135,38 @@ def generate(
         "dataset": dataset,
         "arguments": arguments,
         **written,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def _generate_bus(out: Path, cases: int | None, seed: int, preset: str, size: int | None) -> dict:
+    """``bus``: the busi, udiat and snubh phantoms under ``out/<name>``, plus a manifest listing the three."""
+    if cases is not None:
+        raise ValueError(
+            f"bus writes each part's preset plan ({', '.join(BUS_PARTS)}): cases must be None, got {cases!r}"
+        )
+    if size is not None:
+        raise ValueError("size is only supported for acdc, not 'bus'")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _prepare_out(out)
+    parts = {name: generate(name, out / name, seed=int(seed), preset=preset) for name in BUS_PARTS}
+    manifest = {
+        "generator": "semizoo.data.phantoms",
+        "version": GENERATOR_VERSION,
+        "dataset": "bus",
+        "arguments": {
+            "dataset": "bus",
+            "cases": None,
+            "seed": int(seed),
+            "preset": preset,
+            "size": None,
+            "layout": "raw",
+        },
+        "ids": [f"{name}/{case}" for name, part in parts.items() for case in part["ids"]],
+        "parts": {name: {"cases": part["arguments"]["cases"]} for name, part in parts.items()},
+        "entries": list(BUS_PARTS),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from .common import case_rng, smooth_field
 
-__all__ = ["PRESETS", "plan", "render", "generate"]
+__all__ = ["PRESETS", "FIELD_MM", "plan", "render", "write_png", "lesion_box", "generate"]
 
 # counts per class and the image size range (px) per preset; 0.2 mm per pixel at 112 px of a 22 mm wide field
 PRESETS = {
@@ -42,10 +42,32 @@ def _ellipse(yy, xx, cy, cx, ry, rx, angle):
     return (u / rx) ** 2 + (v / ry) ** 2
 
 
-def render(rng: np.random.Generator, size: tuple[int, int], kind: str, n_lesions: int = 1):
-    """``(image uint8 (H, W), [masks bool (H, W)])`` of one case."""
+def render(
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    kind: str,
+    n_lesions: int = 1,
+    *,
+    field_mm: float = FIELD_MM,
+    psf_scale: float = 1.0,
+    gain: float = 1.0,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(image uint8 (H, W), [masks bool (H, W)])`` of one case.
+
+    Args:
+        rng: the case's generator (the draws, in order, define the case).
+        size: ``(H, W)`` in pixels.
+        kind: ``benign``, ``malignant`` or ``normal`` (no lesion).
+        n_lesions: lesions of a benign/malignant case (later ones never overlap earlier masks; a mask can be empty).
+        field_mm: width of the field of view in mm (the pixel size is ``field_mm / W``).
+        psf_scale: scales the point-spread function (< 1: finer speckle, another scanner).
+        gain: multiplies the echo signal before log compression (another scanner's gain).
+
+    The defaults give the BUSI phantom; other scanners (UDIAT) change only the keyword arguments, so the random
+    draws stay in the same order.
+    """
     h, w = size
-    px = FIELD_MM / w
+    px = field_mm / w
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) * px
     depth = h * px
     echo = np.full((h, w), 0.55, np.float32)
@@ -60,13 +82,13 @@ def render(rng: np.random.Generator, size: tuple[int, int], kind: str, n_lesions
     muscle = yy >= gland_end[None, :]
     echo[muscle] = 0.45 + 0.1 * np.sin(yy[muscle] * rng.uniform(2.0, 3.0))
     for _ in range(int(rng.integers(3, 7))):  # fat lobules: dark, mass-like distractors
-        cy, cx = rng.uniform(skin, depth * 0.6), rng.uniform(0, FIELD_MM)
+        cy, cx = rng.uniform(skin, depth * 0.6), rng.uniform(0, field_mm)
         lob = _ellipse(yy, xx, cy, cx, rng.uniform(1.0, 2.5), rng.uniform(2.0, 4.0), rng.uniform(-0.3, 0.3)) < 1
         echo[lob] = 0.3
     masks = []
     shadow = np.ones((h, w), np.float32)
     for _ in range(n_lesions if kind != "normal" else 0):
-        cy, cx = rng.uniform(0.35, 0.6) * depth, rng.uniform(0.3, 0.7) * FIELD_MM
+        cy, cx = rng.uniform(0.35, 0.6) * depth, rng.uniform(0.3, 0.7) * field_mm
         radius = rng.uniform(2.5, 5.0) if kind == "benign" else rng.uniform(3.0, 5.5)
         theta = np.arctan2(yy - cy, xx - cx)
         if kind == "benign":  # wider than tall, smooth
@@ -87,14 +109,16 @@ def render(rng: np.random.Generator, size: tuple[int, int], kind: str, n_lesions
         masks.append(inside)
     shadow = ndimage.gaussian_filter(shadow, 1.0 / px)
     for _ in range(int(rng.integers(0, 3))):  # rib shadows at depth
-        cx = rng.uniform(0, FIELD_MM)
+        cx = rng.uniform(0, field_mm)
         shadow[(yy > gland_end[None, :] + 3) & (np.abs(xx - cx) < rng.uniform(2.0, 4.0))] *= 0.3
-    psf = (rng.uniform(0.5, 0.9) / px, rng.uniform(1.2, 2.0) / px)
+    psf = (rng.uniform(0.5, 0.9) * psf_scale / px, rng.uniform(1.2, 2.0) * psf_scale / px)
     field = rng.standard_normal((h, w)) + 1j * rng.standard_normal((h, w))
     speckle = np.abs(ndimage.gaussian_filter(field.real, psf) + 1j * ndimage.gaussian_filter(field.imag, psf))
     speckle /= speckle.mean()
     attenuation = np.exp(-rng.uniform(0.02, 0.05) * yy) * (1.0 + rng.uniform(0.0, 0.03) * yy)
     signal = echo * shadow * speckle * attenuation
+    if gain != 1.0:
+        signal = signal * gain
     image = 255.0 * np.clip(np.log1p(30.0 * signal) / np.log1p(30.0 * rng.uniform(1.6, 2.2)), 0, 1)
     if rng.random() < 0.3:  # calipers: small bright crosses near a mass
         for _ in range(2):
@@ -103,10 +127,19 @@ def render(rng: np.random.Generator, size: tuple[int, int], kind: str, n_lesions
     return np.round(image).astype(np.uint8), masks
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
+def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 (H, W) or (H, W, 3) array as PNG (no timestamps: byte-identical across runs)."""
     from PIL import Image
 
     Image.fromarray(array).save(path, format="PNG", optimize=False)
+
+
+def lesion_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(x0, y0, x1, y1)`` pixel edges of a mask's non-zero pixels (x1, y1 exclusive); None when it is empty."""
+    rows, cols = np.nonzero(mask)
+    if not rows.size:
+        return None
+    return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
 
 
 def generate(out: str | os.PathLike, cases: int, seed: int, preset: str) -> dict:
@@ -131,10 +164,10 @@ def generate(out: str | os.PathLike, cases: int, seed: int, preset: str) -> dict
         folder = root / kind
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{kind} ({number})"
-        _write_png(folder / f"{stem}.png", np.repeat(image[..., None], 3, axis=2))
+        write_png(folder / f"{stem}.png", np.repeat(image[..., None], 3, axis=2))
         mask_list = masks or [np.zeros(image.shape, bool)]
         for index, mask in enumerate(mask_list):
             suffix = "_mask" if index == 0 else f"_mask_{index}"
-            _write_png(folder / f"{stem}{suffix}.png", (mask * 255).astype(np.uint8))
+            write_png(folder / f"{stem}{suffix}.png", (mask * 255).astype(np.uint8))
         names.append(f"{kind}/{stem}")
     return {"ids": names, "entries": ["Dataset_BUSI_with_GT"]}
