@@ -35,7 +35,10 @@ def _close(a: dict, b: dict, what: str) -> None:
         assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), f"{what}: {key} differs"
 
 
-@pytest.mark.parametrize("method_name", ["mean_teacher", "ssnet", "action_pretrain", "actionpp", "epl"])
+@pytest.mark.parametrize(
+    "method_name",
+    ["mean_teacher", "ssnet", "action_pretrain", "actionpp", "epl", "wssdl", "wssdl_alternating"],
+)
 def test_two_process_ddp_matches_the_data_parallel_reference(method_name, tmp_path):
     _torchrun(method_name, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
@@ -49,6 +52,8 @@ def test_two_process_ddp_matches_the_data_parallel_reference(method_name, tmp_pa
                 assert terms[name] == pytest.approx(expected_terms[name], rel=1e-4, abs=1e-6), (rank, step, name)
         _close(got["parameters"], expected["parameters"], f"rank {rank} parameters")
         _close(got["method"], expected["method"], f"rank {rank} method state (teacher)")
+        for name in ddp_parity.ACTIVE_TERMS.get(method_name, ()):  # the comparison covers every loss path
+            assert any(terms.get(name, 0.0) > 0 for terms in got["losses"]), f"rank {rank}: {name} never active"
     _close(ranks[0]["parameters"], ranks[1]["parameters"], "rank 0 vs rank 1")
     initial = dict(ddp_parity.build(method_name)[0].named_parameters())
     assert any(not torch.equal(value, initial[key]) for key, value in ranks[0]["parameters"].items())

@@ -205,3 +205,20 @@ def test_image_classification_ties_perfect_ranking_and_missing_class():
     assert math.isnan(none["accuracy"]) and none["correct"].shape == (0,)
     with pytest.raises(ValueError, match="image classes"):
         image_classification(perfect, [1])
+
+
+def test_corloc_difference_is_the_paired_bootstrap_of_the_two_hit_vectors():
+    """A hits units 0, 1, 3 and B only unit 1: difference 0.5; the CI resamples the same units for both models."""
+    from semizoo.metrics import corloc_difference
+
+    truths = [{"boxes": np.array([[0.0, 0.0, 10.0, 10.0]]), "labels": np.array([1])} for _ in range(4)]
+    hit = {"boxes": np.array([[0.0, 0.0, 10.0, 10.0]]), "scores": np.array([0.9]), "labels": np.array([1])}
+    miss = {"boxes": np.array([[20.0, 20.0, 30.0, 30.0]]), "scores": np.array([0.9]), "labels": np.array([1])}
+    result = corloc_difference([hit, hit, miss, hit], [miss, hit, miss, miss], truths)
+    assert result["a"] == 0.75 and result["b"] == 0.25 and result["difference"] == 0.5 and result["units"] == 4
+    a, b = np.array([1.0, 1.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0, 0.0])
+    idx = np.random.default_rng(0).integers(0, 4, size=(1000, 4))
+    low, high = np.percentile(a[idx].mean(1) - b[idx].mean(1), [2.5, 97.5])
+    assert result["ci_low"] == pytest.approx(low) and result["ci_high"] == pytest.approx(high)
+    with pytest.raises(ValueError, match="model A has 4 images but model B 3"):
+        corloc_difference([hit] * 4, [hit] * 3, truths)

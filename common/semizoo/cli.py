@@ -87,7 +87,8 @@ class Commands:
         Prints the number of cases per list.
 
         Args:
-            dataset: acdc, la, mnms (the OpenDataset release + information CSV), busi (Dataset_BUSI_with_GT), udiat
+            dataset: acdc, la, mnms (the OpenDataset release + information CSV), busi or busi-detection
+                (Dataset_BUSI_with_GT: segmentation and detection lists from the same split), udiat
                 (UDIAT Dataset B: original/, GT/, DatasetB.xlsx; detection) or snubh, alias voc (SNUBH-style VOC:
                 TIFFImages/, Annotations/, ImageSets/Main/; detection).
             src: the downloaded (or phantom) data folder.
@@ -96,8 +97,10 @@ class Commands:
             split: standard (the frozen public lists; fails naming missing IDs), scaled (a seeded split keeping the
                 standard proportions) or auto (scaled for phantoms, else standard).
             split_seed: seed of scaled splits and of the LA crop margins.
-            setting: the default datalist (datalist.json): acdc lab3 | lab7 | full, la lab4 | lab8 | full, udiat
-                det_paper | test, snubh s_full | s<N>; None: lab3 (acdc), lab4 (la), det_paper (udiat), s_full (snubh).
+            setting: the default datalist (datalist.json): acdc lab3 | lab7 | full, la lab4 | lab8 | full, busi
+                seg_lab{5,10,25,50}pct | seg_full | det_lab{5,10,20}pct | det_s10 | det_s50 | det_full, udiat
+                det_paper | test, snubh s_full | s<N>; None: lab3 (acdc), lab4 (la), seg_lab25pct (busi),
+                det_lab20pct (busi-detection), det_paper (udiat), s_full (snubh).
             la_crop: la only: label (UA-MT's crop around the ground-truth box) or none.
             overwrite: replace a non-empty OUT that holds something other than semizoo output.
             mnms_extra_unlabeled: mnms only: add the 25 unlabelled vendor-C training cases to the unlabelled lists.

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from monai.engines import Evaluator
 from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer, SimpleInferer
 
 from ..data.self_training import select_pseudo_boxes
 from ..networks.utils import unwrap
@@ -41,6 +42,7 @@ class DetectionEvaluator(Evaluator):
         val_data_loader: loader yielding lists of records with ``image`` (C, H, W) and optional ``box``,
             ``label``, ``image_class``, ``id``.
         network: the detector; ``network(list_of_images)`` returns per-image detection dicts.
+        inferer: calls the network on the image list (``SimpleInferer`` by default, i.e. ``network(images)``).
         image_key: key of the image in the records.
         kwargs: ``monai.engines.Evaluator`` arguments (``key_val_metric``, ``val_handlers``, ...).
     """
@@ -50,11 +52,13 @@ class DetectionEvaluator(Evaluator):
         device: torch.device | str,
         val_data_loader: Any,
         network: torch.nn.Module,
+        inferer: Inferer | None = None,
         image_key: str = "image",
         **kwargs: Any,
     ) -> None:
         super().__init__(device=device, val_data_loader=val_data_loader, decollate=False, **kwargs)
         self.network, self.image_key = network, image_key
+        self.inferer = SimpleInferer() if inferer is None else inferer
 
     def _iteration(self, engine: DetectionEvaluator, batchdata: Sequence[dict]) -> list[dict[str, Any]]:
         if isinstance(batchdata, dict):
@@ -64,7 +68,7 @@ class DetectionEvaluator(Evaluator):
         engine.state.batch = records
         self.network.eval()
         with torch.no_grad():
-            detections = self.network(images)
+            detections = self.inferer(images, self.network)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.state.output = [
             {

@@ -51,6 +51,9 @@ class WSSDL(Method):
         image_key, box_key, label_key, class_key: record keys.
     """
 
+    #: ``train_step(strong, None)`` is the strong-only bound (no weak loss): the benchmark times it as labeled-only.
+    supervised_fallback = True
+
     def __init__(
         self,
         network: nn.Module,

@@ -4,6 +4,7 @@
   of that class with score ≥ 0.5 overlapping a ground truth of that class) or ``"top1"`` (the paper's wording: the
   top detection of each image with ground truth overlaps a box of its own class). IoU is continuous and a hit needs
   IoU strictly above the threshold.
+- :func:`corloc_difference`: CorLoc of model A minus model B on the same images, with the paired bootstrap CI.
 - :func:`false_positives_per_image`: mean number of detections with score ≥ threshold (for normal images).
 - :func:`image_classification`: benign vs malignant accuracy from the top detection's class and the ROC AUC of the
   maximum malignant score (Mann-Whitney, ties 1/2), with the per-image vectors for bootstrapping.
@@ -20,7 +21,9 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-__all__ = ["corloc", "false_positives_per_image", "image_classification"]
+from .bootstrap import bootstrap_ci_diff
+
+__all__ = ["corloc", "corloc_difference", "false_positives_per_image", "image_classification"]
 
 _CLASSES = (1, 2)
 _MODES = ("any", "top1")
@@ -180,4 +183,34 @@ def image_classification(detections: Sequence[Mapping], image_classes) -> dict:
         "targets": targets,
         "correct": correct_array,
         "scores": score_array,
+    }
+
+
+def corloc_difference(
+    detections_a: Sequence[Mapping],
+    detections_b: Sequence[Mapping],
+    ground_truths: Sequence[Mapping],
+    mode: str = "any",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    **kwargs: Any,
+) -> dict:
+    """CorLoc(A) − CorLoc(B) over the same test images: ``{"difference", "ci_low", "ci_high", "a", "b", "units"}``.
+
+    Both models' hit vectors come from :func:`corloc` (same units, same order); the interval is
+    :func:`semizoo.metrics.bootstrap_ci_diff` (the same resampled units for both, wssdl.md §5). ``kwargs`` go to
+    :func:`corloc` (``iou_threshold``, ``score_threshold``, ``require_class``).
+    """
+    if len(detections_a) != len(detections_b):
+        raise ValueError(f"model A has {len(detections_a)} images but model B {len(detections_b)}.")
+    hits_a = corloc(detections_a, ground_truths, mode=mode, **kwargs)["hits"].astype(float)
+    hits_b = corloc(detections_b, ground_truths, mode=mode, **kwargs)["hits"].astype(float)
+    difference, low, high = bootstrap_ci_diff(hits_a, hits_b, n_resamples=n_resamples, seed=seed)
+    return {
+        "difference": difference,
+        "ci_low": low,
+        "ci_high": high,
+        "a": float(hits_a.mean()),
+        "b": float(hits_b.mean()),
+        "units": int(hits_a.size),
     }

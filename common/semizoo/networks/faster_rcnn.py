@@ -86,7 +86,10 @@ def _vgg16_backbone(pretrained: Optional[str], width: int = 64) -> nn.Module:
         if item == "M":
             layers.append(nn.MaxPool2d(2, 2))
             continue
-        layers += [nn.Conv2d(channels, item * width, 3, padding=1), nn.ReLU(inplace=True)]
+        conv = nn.Conv2d(channels, item * width, 3, padding=1)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # torchvision VGG's init
+        nn.init.zeros_(conv.bias)
+        layers += [conv, nn.ReLU(inplace=True)]
         channels = item * width
     return nn.Sequential(*layers)
 
@@ -307,7 +310,7 @@ class WSSDLFasterRCNN(nn.Module):
         gt = target["boxes"]
         labels = torch.full((anchors.shape[0],), -1.0, device=anchors.device)
         inside = inside_image(anchors, height, width)
-        matched = torch.zeros_like(anchors)
+        matched = anchors  # no lesion box: zero regression targets (a zero-size box would encode to log 0 = -inf)
         if gt.numel() == 0:
             labels[inside] = 0.0
         else:
@@ -445,7 +448,9 @@ class WSSDLFasterRCNN(nn.Module):
             decoded, scores, labels = decoded[keep], scores[keep], labels[keep]
             keep = batched_nms(decoded, scores, labels, self.box_nms)[: self.detections_per_image]
             detections.append({"boxes": decoded[keep], "labels": labels[keep], "scores": scores[keep]})
-        return self.transform.postprocess(detections, image_list.image_sizes, original)
+        for detection, resized, size in zip(detections, image_list.image_sizes, original):  # back to input pixels
+            detection["boxes"] = resize_boxes(detection["boxes"], resized, size)
+        return detections
 
 
 def _covered(anchors: Tensor, regions: Tensor, fraction: float) -> Tensor:
