@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 
 import numpy as np
@@ -596,3 +597,16 @@ def test_pseudo_box_lists_loads_the_checkpoint_and_moves_the_confident_agreeing_
     assert json.loads(out_file.read_text()) == json.loads(json.dumps(lists))
     with pytest.raises(FileNotFoundError, match="initial model"):
         pseudo_box_lists(fresh, tmp_path / "missing.pt", strong, weak, 0.5, transform)
+
+
+def test_anchor_types_that_never_fit_the_resized_image_are_reported(caplog):
+    """At 128-160 px, anchors ×0.25 include 184×96 and 88×176: never inside an image, so never trained (warned);
+    ×0.15 and the official 600/1000 configuration fit."""
+    with caplog.at_level(logging.WARNING, logger="semizoo.networks.faster_rcnn"):
+        WSSDLFasterRCNN(width=8, anchor_scale=0.25, min_size=128, max_size=160)
+    assert "(184.0, 96.0)" in caplog.text and "(88.0, 176.0)" in caplog.text and "lower anchor_scale" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="semizoo.networks.faster_rcnn"):
+        WSSDLFasterRCNN(width=8, anchor_scale=0.15, min_size=128, max_size=160)
+        WSSDLFasterRCNN(width=8)
+    assert "never inside" not in caplog.text

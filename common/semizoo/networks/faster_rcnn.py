@@ -18,6 +18,7 @@ One ``forward`` serves every use, so DDP synchronises all trainable calls (the m
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional, Sequence
 
@@ -30,6 +31,8 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import FrozenBatchNorm2d, RoIAlign, RoIPool, batched_nms, box_iou, clip_boxes_to_image, nms
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["WSSDLFasterRCNN", "OFFICIAL_ANCHOR_SIZES", "official_anchors", "inside_image"]
 
@@ -224,6 +227,8 @@ class WSSDLFasterRCNN(nn.Module):
         sizes = tuple(round(size * anchor_scale) for size in (128, 256, 512))
         self.anchor_generator = AnchorGenerator((sizes,), ((0.5, 1.0, 2.0),)) if anchors != "official" else None
         self.anchor_scale = float(anchor_scale)
+        if anchors == "official":
+            _warn_unfit_anchors(self.anchor_scale, min_size, max_size)
         self.rpn_head = RPNHead(channels, 9)  # 3×3 conv + ReLU, 1×1 objectness (9), 1×1 deltas (36); N(0, 0.01)
         self.roi_pool: nn.Module = RoIPool(7, 1 / 16) if roi_op == "pool" else RoIAlign(7, 1 / 16, sampling_ratio=2)
         self.cls_score = nn.Linear(self.box_head.out_features, self.num_classes)
@@ -451,6 +456,21 @@ class WSSDLFasterRCNN(nn.Module):
         for detection, resized, size in zip(detections, image_list.image_sizes, original):  # back to input pixels
             detection["boxes"] = resize_boxes(detection["boxes"], resized, size)
         return detections
+
+
+def _warn_unfit_anchors(scale: float, min_size: int, max_size: int) -> None:
+    """Warn about anchor types that can never lie inside a resized image: they never get an RPN target, keep their
+    initial objectness (sigmoid 0.5) and, clipped to the image, crowd out the trained proposals at test time."""
+    unfit = [(w * scale, h * scale) for w, h in OFFICIAL_ANCHOR_SIZES if min(w, h) * scale > min_size]
+    unfit += [(w * scale, h * scale) for w, h in OFFICIAL_ANCHOR_SIZES if max(w, h) * scale > max_size]
+    if unfit:
+        logger.warning(
+            "anchors %s (anchor_scale %.3g) are larger than a %d-pixel shorter side: they are never inside an image, "
+            "never trained, and dominate the proposals at test time; lower anchor_scale.",
+            sorted(set(unfit)),
+            scale,
+            min_size,
+        )
 
 
 def _covered(anchors: Tensor, regions: Tensor, fraction: float) -> Tensor:
