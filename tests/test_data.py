@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -187,3 +188,69 @@ def test_prepare_la_from_the_uamt_layout_copies_without_cropping(tmp_path):
     assert entry["patient"] in ids and entry["spacing"] == [0.625, 0.625, 0.625]
     with h5py.File(tmp_path / "out" / entry["image"]) as f, h5py.File(root / entry["patient"] / "mri_norm2.h5") as g:
         assert np.array_equal(f["image"][()], g["image"][()]) and np.array_equal(f["label"][()], g["label"][()])
+
+
+def _ssl4mis_copy(prepared: Path, root: Path, slice_folder: str) -> set[str]:
+    """SSL4MIS's ACDC layout from a prepared phantom: training frames only as slices (in ``slice_folder``),
+    validation/test frames as volumes in ``data/``, plus the four lists. Returns the training patients."""
+    full = json.loads((prepared / "datalists" / "full.json").read_text())
+    train = {e["patient"] for e in full["labeled"]}
+    (root / "data").mkdir(parents=True)
+    (root / slice_folder).mkdir(parents=True, exist_ok=True)
+    for volume in sorted((prepared / "data" / "acdc").glob("patient*_frame*.h5")):
+        if volume.stem.split("_")[0] not in train:
+            shutil.copy(volume, root / "data" / volume.name)
+    slices = sorted((prepared / "data" / "acdc" / "slices").glob("*.h5"))
+    for path in slices:
+        if path.stem.split("_")[0] in train:
+            shutil.copy(path, root / slice_folder / path.name)
+    evaluation = sorted({p.stem for p in (root / "data").glob("patient*_frame*.h5") if "_slice_" not in p.stem})
+    (root / "train.list").write_text("\n".join(sorted(train)) + "\n")
+    (root / "val.list").write_text("\n".join(evaluation[: len(evaluation) // 2]) + "\n")
+    (root / "test.list").write_text("\n".join(evaluation[len(evaluation) // 2 :]) + "\n")
+    (root / "train_slices.list").write_text("\n".join(p.stem for p in slices if p.stem.split("_")[0] in train) + "\n")
+    return train
+
+
+@pytest.mark.parametrize(
+    "slice_folder, cases, split",
+    [
+        pytest.param("data/slices", 100, "standard", marks=pytest.mark.slow, id="slices-folder-standard-split"),
+        pytest.param("data", None, "scaled", id="slices-in-data-scaled-split"),
+    ],
+)
+def test_prepare_acdc_from_the_ssl4mis_layout_with_training_patients_as_slices_only(
+    tmp_path, slice_folder, cases, split
+):
+    """SSL4MIS keeps training patients only as 2D slices; prepare stacks them back into volumes (same lists and the
+    same slice contents as preparing the raw data), with the slices in data/slices/ or directly in data/. With 100
+    phantom patients (patient001-100, the ACDC IDs) the frozen standard split must find every patient (it used to
+    fail: "standard split needs 70 IDs missing from the source")."""
+    from semizoo.data.phantoms import generate
+
+    generate("acdc", tmp_path / "raw", cases=cases, seed=0, preset="test")
+    prepare("acdc", tmp_path / "raw", tmp_path / "first", split=split)
+    train = _ssl4mis_copy(tmp_path / "first", tmp_path / "ACDC", slice_folder)
+    assert not any((tmp_path / "ACDC" / "data" / f"{p}_frame01.h5").exists() for p in train)  # slices only
+    report = prepare("acdc", tmp_path / "ACDC", tmp_path / "second", split=split)
+    assert report["layout"] == "ssl4mis"
+    first = json.loads((tmp_path / "first" / "datalists" / "full.json").read_text())
+    second = json.loads((tmp_path / "second" / "datalists" / "full.json").read_text())
+    for key in ("labeled", "validation", "test"):
+        assert [e["image"] for e in second[key]] == [e["image"] for e in first[key]], key
+    for entry in second["labeled"][:: max(1, len(second["labeled"]) // 5)]:
+        with h5py.File(tmp_path / "first" / entry["image"]) as a, h5py.File(tmp_path / "second" / entry["image"]) as b:
+            assert np.array_equal(a["image"][()], b["image"][()]) and np.array_equal(a["label"][()], b["label"][()])
+
+
+def test_prepare_acdc_ssl4mis_reports_a_gap_in_a_frames_slice_numbers(tmp_path):
+    from semizoo.data.phantoms import generate
+
+    generate("acdc", tmp_path / "raw", seed=0, preset="test")
+    prepare("acdc", tmp_path / "raw", tmp_path / "first", split="scaled")
+    train = _ssl4mis_copy(tmp_path / "first", tmp_path / "ACDC", "data/slices")
+    gap = tmp_path / "ACDC" / "data" / "slices" / f"{sorted(train)[0]}_frame01_slice_2.h5"
+    gap.unlink()
+    with pytest.raises(PrepareError, match=r"frame01_slice_\*\.h5: slice numbers \[2\] are missing"):
+        prepare("acdc", tmp_path / "ACDC", tmp_path / "out", split="scaled")
+    assert not (tmp_path / "out").exists()

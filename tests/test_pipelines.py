@@ -377,7 +377,7 @@ def test_bundles_of_one_dataset_differ_only_in_what_distinguishes_them(name):
             assert not drift, f"{dataset}: {a} and {b} differ in shared IDs of {name}: {drift}"
 
 
-@pytest.mark.parametrize("bundle", [b for b in BUNDLES if dataset_of(b) in EPL_PIPELINES])
+@pytest.mark.parametrize("bundle", [b for b in BUNDLES if b.startswith("epl_") and dataset_of(b) in EPL_PIPELINES])
 def test_epl_bundles_reference_their_dataset_pipelines(bundle):
     """Train, validation and inference of an EPL bundle use its dataset's factories; the probabilities are inverted
     through the validation preprocessing; inference keeps its loader first and ``SaveImaged`` last."""

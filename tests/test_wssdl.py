@@ -172,6 +172,16 @@ def test_background_box_negatives_only_where_a_bg_box_covers_70_percent():
     assert sampled == [0, 1, 2, 3, 4] and labels == [1.0, 0.0, 0.0, 0.0, 0.0]
 
 
+def test_rpn_negatives_auto_follows_the_presence_of_background_boxes():
+    """The default ``"auto"`` uses the background-box rule exactly when a target has bg boxes (SNUBH, wssdl.md §4);
+    ``"iou"`` ignores them."""
+    target = {"boxes": torch.tensor([G1]), "labels": torch.tensor([2]), "bg_boxes": torch.tensor([[0.0, 70, 50, 100]])}
+    assert rpn_targets(tiny_net(), BG_ANCHORS, target)[:2] == ([0, 2, 4], [1.0, 0.0, 0.0])
+    assert rpn_targets(tiny_net(rpn_negatives="iou"), BG_ANCHORS, target)[:2] == ([0, 1, 2, 3, 4], [1.0] + [0.0] * 4)
+    target["bg_boxes"] = torch.zeros(0, 4)
+    assert rpn_targets(tiny_net(), BG_ANCHORS, target)[:2] == ([0, 1, 2, 3, 4], [1.0] + [0.0] * 4)
+
+
 def test_rpn_targets_of_an_image_without_lesion_box_are_finite():
     """Every inside anchor is negative; the official box loss also counts negatives, so targets must be finite."""
     target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
@@ -610,3 +620,22 @@ def test_anchor_types_that_never_fit_the_resized_image_are_reported(caplog):
         WSSDLFasterRCNN(width=8, anchor_scale=0.15, min_size=128, max_size=160)
         WSSDLFasterRCNN(width=8)
     assert "never inside" not in caplog.text
+
+
+def test_resnet_c4_option_trains_and_detects():
+    """ResNet-18 C4 (stem...layer3 backbone with 256 channels, layer4 + average pooling as box head): one combined
+    step back-propagates into layer4 and the RPN, and eval returns per-image detections in input coordinates."""
+    net = tiny_net(backbone="resnet18")
+    assert net.rpn_head.conv[0][0].in_channels == 256 and net.cls_score.in_features == 512
+    method = WSSDL(net, alpha_step_size=1)
+    method.train()
+    terms = method.train_step([strong_record()], weak_records())
+    assert all(torch.isfinite(terms[name]) for name in (*STRONG_TERMS, "loss_ws"))
+    terms["loss"].backward()
+    assert net.box_head.layer4[0].conv1.weight.grad.abs().sum() > 0
+    assert net.rpn_head.cls_logits.weight.grad.abs().sum() > 0
+    net.eval()
+    (detection,) = net([phantom(90, 120, (20, 20, 60, 50), 5)])
+    assert set(detection) == {"boxes", "labels", "scores"}
+    boxes = detection["boxes"]
+    assert boxes.shape[1] == 4 and bool((boxes[:, 2] <= 120).all() and (boxes[:, 3] <= 90).all())

@@ -6,8 +6,10 @@ anything is written; problems are listed together (:class:`PrepareError`). Outpu
 ``DIR/.semizoo-tmp-<pid>/`` and moved into place only on success.
 
 - **acdc** from the raw CREATIS layout (``database/training/patientNNN``) or the SSL4MIS layout
-  (``data/*.h5`` + lists): 3D volumes ``data/acdc/patientNNN_frame{01,02}.h5`` (01 = ED, 02 = ES; SimpleITK order
-  (Z, Y, X), intensities min-max scaled per volume, ``spacing`` attribute (z, y, x) when known) and their 2D slices
+  (``data/*.h5`` + lists; training frames that exist only as slices ``data/slices/<frame>_slice_K.h5`` or
+  ``data/<frame>_slice_K.h5``, as SSL4MIS's loaders read them, are stacked back in K order): 3D volumes
+  ``data/acdc/patientNNN_frame{01,02}.h5`` (01 = ED, 02 = ES; SimpleITK order (Z, Y, X), intensities min-max scaled
+  per volume, ``spacing`` attribute (z, y, x) when known) and their 2D slices
   ``data/acdc/slices/patientNNN_frameFF_slice_K.h5`` (K from 1, as SSL4MIS names them). Training lists hold slices,
   validation and test hold volumes.
 - **la** from the raw challenge layout (``<ID>/lgemri.nrrd``, ``laendo.nrrd``) or UA-MT's h5 layout:
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,11 +174,54 @@ def _acdc_raw(src: Path, problems: list[str]) -> list[Callable[[], list[Volume]]
     return loaders
 
 
+_SSL4MIS_SLICE = re.compile(r"^(patient\d{3}_frame\d{2})_slice_(\d+)\.h5$")
+
+
+def _ssl4mis_slices(volume_dir: Path, problems: list[str]) -> dict[str, list[Path]]:
+    """Training frames that SSL4MIS keeps only as 2D slices (``data/slices/`` or ``data/``), slice files in order.
+
+    SSL4MIS's own loaders read training patients as ``<frame>_slice_<k>.h5`` and validation/test patients as
+    volumes. The slice numbers of a frame must be consecutive (a gap would silently drop a slice of the volume).
+    """
+    frames: dict[str, dict[int, Path]] = {}
+    for folder in (volume_dir / "slices", volume_dir):
+        for path in folder.glob("patient*_frame*_slice_*.h5"):
+            match = _SSL4MIS_SLICE.match(path.name)
+            if match:
+                frames.setdefault(match.group(1), {})[int(match.group(2))] = path
+    ordered = {}
+    for frame, by_index in sorted(frames.items()):
+        indices = sorted(by_index)
+        missing = sorted(set(range(indices[0], indices[-1] + 1)) - set(indices))
+        if missing:
+            problems.append(f"{by_index[indices[0]].parent}/{frame}_slice_*.h5: slice numbers {missing} are missing")
+            continue
+        ordered[frame] = [by_index[i] for i in indices]
+    return ordered
+
+
+def _stack_slices(frame: str, paths: list[Path]) -> list[Volume]:
+    """One volume (Z, Y, X) from a frame's 2D slice files (no spacing: SSL4MIS files carry none)."""
+    images, labels = [], []
+    for path in paths:
+        image, _ = read_h5(path, "image")
+        label, _ = read_h5(path, "label")
+        if image.ndim != 2 or image.shape != label.shape:
+            raise DataError(path, f"slice image {image.shape} and label {label.shape} must be equal 2D shapes")
+        if images and image.shape != images[0].shape:
+            raise DataError(path, f"slice shape {image.shape} != {images[0].shape} of {paths[0].name}")
+        images.append(image.astype(np.float32))
+        labels.append(label)
+    return [Volume(frame, frame.split("_")[0], np.stack(images), np.stack(labels), None)]
+
+
 def _acdc_ssl4mis(src: Path, problems: list[str]) -> list[Callable[[], list[Volume]]]:
+    """SSL4MIS's ACDC copy: volumes ``data/<frame>.h5``; frames present only as slices are stacked back."""
     data = next((p.parent for p in src.glob("**/train_slices.list")), src)
     volume_dir = data / "data" if (data / "data").is_dir() else data
     loaders = []
-    for path in sorted(volume_dir.glob("patient[0-9][0-9][0-9]_frame[0-9][0-9].h5")):
+    volumes = sorted(volume_dir.glob("patient[0-9][0-9][0-9]_frame[0-9][0-9].h5"))
+    for path in volumes:
 
         def load(path=path) -> list[Volume]:
             image, spacing = read_h5(path, "image")
@@ -183,8 +229,12 @@ def _acdc_ssl4mis(src: Path, problems: list[str]) -> list[Callable[[], list[Volu
             return [Volume(path.stem, path.stem.split("_")[0], image.astype(np.float32), label, spacing)]
 
         loaders.append(load)
+    have = {path.stem for path in volumes}
+    for frame, paths in _ssl4mis_slices(volume_dir, problems).items():
+        if frame not in have:
+            loaders.append(lambda frame=frame, paths=paths: _stack_slices(frame, paths))
     if not loaders:
-        problems.append(f"{volume_dir}: no patientNNN_frameFF.h5 volumes")
+        problems.append(f"{volume_dir}: no patientNNN_frameFF.h5 volumes and no patientNNN_frameFF_slice_K.h5 slices")
     return loaders
 
 

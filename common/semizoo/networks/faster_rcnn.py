@@ -154,7 +154,8 @@ class WSSDLFasterRCNN(nn.Module):
         rpn_pre_nms_train, rpn_post_nms_train, rpn_pre_nms_test, rpn_post_nms_test: proposals kept before/after NMS.
         rpn_nms: NMS IoU of the proposals; ``rpn_min_side``: minimum proposal side in input pixels (× resize scale).
         rpn_batch, rpn_positive_fraction, rpn_fg_iou, rpn_bg_iou: RPN anchor sampling (256, 0.5, 0.7, 0.3).
-        rpn_negatives: ``"iou"`` (IoU < rpn_bg_iou with every lesion box) or ``"background_boxes"`` (SNUBH: only
+        rpn_negatives: ``"auto"`` (``"background_boxes"`` for images whose target has ``bg_boxes``, else ``"iou"``;
+            wssdl.md §4), ``"iou"`` (IoU < rpn_bg_iou with every lesion box) or ``"background_boxes"`` (SNUBH: only
             anchors with |a ∩ g| / |a| ≥ 0.7 for an annotated background box ``g``; images without ``bg_boxes``
             fall back to ``"iou"``).
         box_batch, box_positive_fraction, box_fg_iou: RoI sampling (128, 0.25, 0.5; background IoU in [0, fg_iou)).
@@ -187,7 +188,7 @@ class WSSDLFasterRCNN(nn.Module):
         rpn_positive_fraction: float = 0.5,
         rpn_fg_iou: float = 0.7,
         rpn_bg_iou: float = 0.3,
-        rpn_negatives: str = "iou",
+        rpn_negatives: str = "auto",
         box_batch: int = 128,
         box_positive_fraction: float = 0.25,
         box_fg_iou: float = 0.5,
@@ -200,7 +201,7 @@ class WSSDLFasterRCNN(nn.Module):
         for name, value, allowed in (
             ("anchors", anchors, ("official", "torchvision")),
             ("roi_op", roi_op, ("pool", "align")),
-            ("rpn_negatives", rpn_negatives, ("iou", "background_boxes")),
+            ("rpn_negatives", rpn_negatives, ("auto", "iou", "background_boxes")),
             ("clip_to", clip_to, ("image", "batch")),
             ("backbone", backbone, ("vgg16", *_RESNETS)),
         ):
@@ -326,7 +327,7 @@ class WSSDLFasterRCNN(nn.Module):
             matched = gt[best]
             labels[inside & (index >= 0)] = 1.0
             negative = inside & (index == Matcher.BELOW_LOW_THRESHOLD)
-            if self.rpn_negatives == "background_boxes" and target.get("bg_boxes") is not None:
+            if self.rpn_negatives != "iou" and target.get("bg_boxes") is not None and target["bg_boxes"].numel():
                 negative = inside & _covered(anchors, target["bg_boxes"], 0.7) & (labels != 1.0)
             labels[negative] = 0.0
         positive, negative = self.rpn_sampler([labels.long().clamp(min=-1)])
