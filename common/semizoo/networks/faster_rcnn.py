@@ -410,18 +410,17 @@ class WSSDLFasterRCNN(nn.Module):
             weak_scores = self.cls_score(self._roi_features(features[num_strong:], weak_boxes))
             weak_logits = list(weak_scores.split([b.shape[0] for b in weak_boxes]))
         empty = torch.zeros(0, device=features.device)
-        cat = lambda parts, fallback: torch.cat(parts) if parts else fallback  # noqa: E731
         return {
-            "rpn_logits": cat([objectness[i][s[0]] for i, s in enumerate(rpn)], empty),
-            "rpn_labels": cat([s[1] for s in rpn], empty),
-            "rpn_deltas": cat([deltas[i][s[0]] for i, s in enumerate(rpn)], empty.view(0, 4)),
-            "rpn_targets": cat([s[2] for s in rpn], empty.view(0, 4)),
-            "rpn_positive": cat([s[1] > 0 for s in rpn], empty.bool()),
+            "rpn_logits": _cat([objectness[i][s[0]] for i, s in enumerate(rpn)], empty),
+            "rpn_labels": _cat([s[1] for s in rpn], empty),
+            "rpn_deltas": _cat([deltas[i][s[0]] for i, s in enumerate(rpn)], empty.view(0, 4)),
+            "rpn_targets": _cat([s[2] for s in rpn], empty.view(0, 4)),
+            "rpn_positive": _cat([s[1] > 0 for s in rpn], empty.bool()),
             "rcnn_logits": rcnn_logits.view(-1, self.num_classes),
-            "rcnn_labels": cat([s[1] for s in sampled], empty.long()),
+            "rcnn_labels": _cat([s[1] for s in sampled], empty.long()),
             "rcnn_deltas": rcnn_deltas.view(-1, 4),
-            "rcnn_targets": cat([s[2] for s in sampled], empty.view(0, 4)),
-            "rcnn_foreground": cat([s[1] > 0 for s in sampled], empty.bool()),
+            "rcnn_targets": _cat([s[2] for s in sampled], empty.view(0, 4)),
+            "rcnn_foreground": _cat([s[1] > 0 for s in sampled], empty.bool()),
             "num_rois": sum(s[0].shape[0] for s in sampled),
             "weak_logits": weak_logits,
         }
@@ -457,6 +456,11 @@ class WSSDLFasterRCNN(nn.Module):
         for detection, resized, size in zip(detections, image_list.image_sizes, original):  # back to input pixels
             detection["boxes"] = resize_boxes(detection["boxes"], resized, size)
         return detections
+
+
+def _cat(parts: list[Tensor], empty: Tensor) -> Tensor:
+    """``torch.cat(parts)``, or ``empty`` (right dtype and trailing shape) when there is no part (no strong image)."""
+    return torch.cat(parts) if parts else empty
 
 
 def _warn_unfit_anchors(scale: float, min_size: int, max_size: int) -> None:
