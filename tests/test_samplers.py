@@ -1,8 +1,11 @@
 import itertools
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
+from monai.data import Dataset
+from monai.transforms import Compose, RandGaussianNoised
 from semizoo.data import (
     DistributedTwoStreamBatchSampler,
     IndependentTwoStreamBatchSampler,
@@ -10,6 +13,7 @@ from semizoo.data import (
     TwoStreamBatchSampler,
     two_stream_loader,
 )
+from semizoo.data.samplers import item_seeds
 
 PRIMARY = list(range(10))
 SECONDARY = list(range(10, 33))
@@ -198,3 +202,62 @@ def test_two_stream_loader_rejects_conflicting_kwargs():
         two_stream_loader(_Records(4, 0, True), None, 2, 1, shuffle=True)
     with pytest.raises(ValueError, match="no labeled items"):
         two_stream_loader(_Records(4, 0, True), None, 2, 2)
+
+
+def _noisy(values: range) -> Dataset:
+    """Items ``{"x": zeros, "id": i}`` whose ``x`` a random transform fills with noise from its own RandomState."""
+    data = [{"x": np.zeros((1, 3), dtype=np.float32), "id": i} for i in values]
+    return Dataset(data, transform=Compose([RandGaussianNoised(keys="x", prob=1.0)]))
+
+
+def _draws(loader, count: int) -> list[tuple[torch.Tensor, ...]]:
+    """The first ``count`` batches as (labeled ids, labeled noise, unlabeled ids, unlabeled noise)."""
+    return [(lab["id"], lab["x"], unl["id"], unl["x"]) for lab, unl in itertools.islice(iter(loader), count)]
+
+
+def _assert_same_draws(first, second) -> None:
+    assert len(first) == len(second)
+    for one, other in zip(first, second):
+        assert all(torch.equal(a, b) for a, b in zip(one, other))
+
+
+def test_item_seeds_are_a_pure_function_of_the_batch_position():
+    assert item_seeds(7, 2, 3, 4) == item_seeds(7, 2, 3, 4)
+    assert len(set(item_seeds(7, 2, 3, 4))) == 4
+    assert item_seeds(7, 2, 3, 4) != item_seeds(7, 2, 4, 4) != item_seeds(7, 3, 3, 4)
+    sampler = TwoStreamBatchSampler(PRIMARY, SECONDARY, batch_size=4, secondary_batch_size=2, seed=5, seed_items=True)
+    plain = TwoStreamBatchSampler(PRIMARY, SECONDARY, batch_size=4, secondary_batch_size=2, seed=5)
+    for position, (seeded, batch) in enumerate(zip(sampler, plain)):
+        assert [index for index, _ in seeded] == batch
+        assert [seed for _, seed in seeded] == item_seeds(5, 0, position, 4)
+
+
+def test_augmentation_is_the_same_with_workers_and_after_a_resume():
+    def loader(**kwargs):
+        return two_stream_loader(_noisy(range(8)), _noisy(range(8, 20)), 4, 2, seed=3, **kwargs)
+
+    reference = _draws(loader(num_workers=0), 6)  # two epochs of 4 // 2 labeled batches and then some
+    assert not torch.equal(reference[0][1], reference[2][1]), "the noise must differ between batches"
+    _assert_same_draws(reference, _draws(loader(num_workers=2), 6))
+    interrupted = loader()
+    _draws(interrupted, 3)
+    state = interrupted.state_dict()
+    resumed = loader(num_workers=2)  # fresh transforms, other workers: only the saved position is shared
+    resumed.load_state_dict(state)
+    _assert_same_draws(reference[3:], _draws(resumed, 3))
+    # without item seeds a resumed run draws other noise (one RandomState per transform, restarted)
+    unseeded = loader(seed_items=False)
+    unseeded.load_state_dict(state)
+    assert not torch.equal(_draws(unseeded, 1)[0][1], reference[3][1])
+
+
+def test_distributed_shards_augment_every_item_as_the_one_process_run():
+    labeled, unlabeled = _noisy(range(8)), _noisy(range(8, 20))
+    whole = _draws(two_stream_loader(labeled, unlabeled, 6, 2, seed=4), 2)
+    shards = [
+        _draws(two_stream_loader(labeled, unlabeled, 3, 1, distributed=True, num_replicas=2, rank=r, seed=4), 2)
+        for r in range(2)
+    ]
+    for step, batch in enumerate(whole):
+        for field in range(4):
+            assert torch.equal(torch.cat([shard[step][field] for shard in shards]), batch[field])

@@ -1,4 +1,6 @@
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -7,7 +9,14 @@ from monai.handlers import CheckpointSaver, LrScheduleHandler, StatsHandler
 from monai.utils import set_determinism
 from semizoo.data import two_stream_loader
 from semizoo.engines import SemiSupervisedTrainer
-from semizoo.handlers import NaNGuard, NonFiniteLossError, ResumeHandler, RNGState
+from semizoo.handlers import (
+    NaNGuard,
+    NonFiniteLossError,
+    ResumeHandler,
+    RNGState,
+    TrainingCheckpointer,
+    TrainingInterrupted,
+)
 from semizoo.methods import MeanTeacher, Method, Supervised
 from semizoo.schedules import poly_scheduler
 from toy import SquaresDataset, tiny_net
@@ -376,3 +385,19 @@ def test_trainer_rejects_bad_inputs():
     trainer = SemiSupervisedTrainer("cpu", 1, [{"image": torch.zeros(1)}], net, method, optimizer)
     with pytest.raises(ValueError, match="expects \\(labeled, unlabeled\\) batches"):
         trainer.run()
+
+
+def test_sigint_checkpoints_the_completed_iteration_stops_and_restores_the_handler(tmp_path):
+    net, method, loader, optimizer = _setup()
+    trainer = SemiSupervisedTrainer("cpu", None, loader, net, method, optimizer, max_iterations=10)
+    # registered first, so the signal arrives before the checkpointer's end-of-iteration check
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda engine: os.kill(os.getpid(), signal.SIGINT))
+    TrainingCheckpointer(tmp_path, {"network": net, "optimizer": optimizer}, save_interval=100).attach(trainer)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match=r"SIGINT at iteration 3: checkpoint .*checkpoint_iteration=3\.pt"):
+        trainer.run()
+    assert signal.getsignal(signal.SIGINT) is before
+    assert [path.name for path in tmp_path.iterdir()] == ["checkpoint_iteration=3.pt"]
+    saved = torch.load(tmp_path / "checkpoint_iteration=3.pt", weights_only=True)
+    assert saved["trainer"]["iteration"] == 3
+    assert all(torch.equal(saved["network"][k], v) for k, v in net.state_dict().items())

@@ -5,7 +5,7 @@ from .cine import LoadCined, SlicePool, read_cine
 from .datalist import find_prepared_root, load_split
 from .errors import DataError
 from .hdf5 import HDF5Reader
-from .loaders import TwoStreamCollate, TwoStreamLoader, two_stream_loader
+from .loaders import SeededItems, TwoStreamCollate, TwoStreamLoader, two_stream_loader
 from .samplers import (
     DistributedTwoStreamBatchSampler,
     IndependentTwoStreamBatchSampler,
@@ -26,6 +26,7 @@ __all__ = [
     "TwoStreamCollate",
     "TwoStreamLoader",
     "two_stream_loader",
+    "SeededItems",
     "LoadCined",
     "SlicePool",
     "read_cine",

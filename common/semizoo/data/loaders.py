@@ -4,16 +4,22 @@ Both datasets are concatenated and indexed by a two-stream batch sampler (:mod:`
 the collate function splits each index batch by position, so labeled and unlabeled records may carry
 different keys (unlabeled records need no ``label``). With no unlabeled data the loader yields
 ``(labeled_batch, None)`` and the methods fall back to supervised training.
+
+Every item is read with its own augmentation seed (the sampler's ``seed_items``; :class:`SeededItems` reseeds
+the random transforms of its dataset before reading it), so augmentation depends only on the item's place in the
+run: the same with 0 or 8 workers, one process or a sharded DDP run, and after a resume.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from monai.data import list_data_collate
 from monai.data.utils import worker_init_fn
+from monai.transforms import Randomizable
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from .samplers import (
@@ -23,9 +29,34 @@ from .samplers import (
     TwoStreamBatchSampler,
 )
 
-__all__ = ["TwoStreamCollate", "TwoStreamLoader", "two_stream_loader"]
+__all__ = ["SeededItems", "TwoStreamCollate", "TwoStreamLoader", "two_stream_loader"]
 
 logger = logging.getLogger(__name__)
+
+
+class SeededItems(Dataset):
+    """``dataset[(index, item_seed)]``: reseed the random transforms of the part holding ``index``, then read it.
+
+    ``dataset`` is a MONAI dataset (its ``transform``, usually a ``Compose``, is reseeded with
+    ``set_random_state``) or a ``ConcatDataset`` of such; a plain ``index`` reads without reseeding.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.parts = list(dataset.datasets) if isinstance(dataset, ConcatDataset) else [dataset]
+        self.ends = list(dataset.cumulative_sizes) if isinstance(dataset, ConcatDataset) else [len(dataset)]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Any:
+        if not isinstance(item, tuple):
+            return self.dataset[item]
+        index, seed = item
+        transform = getattr(self.parts[bisect.bisect_right(self.ends, index)], "transform", None)
+        if isinstance(transform, Randomizable):
+            transform.set_random_state(seed=int(seed))
+        return self.dataset[index]
 
 
 class TwoStreamCollate:
@@ -98,6 +129,7 @@ def two_stream_loader(
     num_replicas: int | None = None,
     rank: int | None = None,
     collate_fn: Callable = list_data_collate,
+    seed_items: bool = True,
     **kwargs: Any,
 ) -> TwoStreamLoader:
     """Build the ``(labeled, unlabeled)`` loader of a semi-supervised run.
@@ -116,6 +148,8 @@ def two_stream_loader(
         seed: base seed of the sampler; ``None`` draws one from torch's global generator.
         num_replicas, rank: override the process group's world size and rank.
         collate_fn: collation of each stream.
+        seed_items: give every item its own augmentation seed (:class:`SeededItems`); ``False`` keeps one random
+            state per transform (per worker), which a resume or another worker count does not reproduce.
         kwargs: passed to ``torch.utils.data.DataLoader`` (``num_workers``, ``pin_memory``, ...).
     """
     for forbidden in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
@@ -132,10 +166,17 @@ def two_stream_loader(
         logger.warning("no unlabeled data: training falls back to labeled-only batches of %d.", primary_batch_size)
         if distributed:
             sampler = DistributedTwoStreamBatchSampler(
-                range(n_labeled), [], primary_batch_size, 0, num_replicas, rank, seed=0 if seed is None else seed
+                range(n_labeled),
+                [],
+                primary_batch_size,
+                0,
+                num_replicas,
+                rank,
+                seed=0 if seed is None else seed,
+                seed_items=seed_items,
             )
         else:
-            sampler = SingleStreamBatchSampler(range(n_labeled), primary_batch_size, seed=seed)
+            sampler = SingleStreamBatchSampler(range(n_labeled), primary_batch_size, seed=seed, seed_items=seed_items)
         dataset: Dataset = labeled
     else:
         dataset = ConcatDataset([labeled, unlabeled])
@@ -151,17 +192,28 @@ def two_stream_loader(
                 seed=0 if seed is None else seed,
                 independent=independent,
                 replacement=replacement,
+                seed_items=seed_items,
             )
         elif independent:
             sampler = IndependentTwoStreamBatchSampler(
-                primary, secondary, batch_size, secondary_batch_size, replacement=replacement, seed=seed
+                primary,
+                secondary,
+                batch_size,
+                secondary_batch_size,
+                replacement=replacement,
+                seed=seed,
+                seed_items=seed_items,
             )
         else:
-            sampler = TwoStreamBatchSampler(primary, secondary, batch_size, secondary_batch_size, seed=seed)
+            sampler = TwoStreamBatchSampler(
+                primary, secondary, batch_size, secondary_batch_size, seed=seed, seed_items=seed_items
+            )
     collate = TwoStreamCollate(sampler.primary_batch_size, collate_fn)
     # a private generator: creating an iterator must not draw from torch's global RNG (exact resume)
     base_seed = sampler.global_sampler.seed if hasattr(sampler, "global_sampler") else sampler.seed
     kwargs.setdefault("generator", torch.Generator().manual_seed(base_seed))
     # give each worker its own random-transform state (MONAI's DataLoader does the same)
     kwargs.setdefault("worker_init_fn", worker_init_fn)
+    if seed_items:
+        dataset = SeededItems(dataset)
     return TwoStreamLoader(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, **kwargs))

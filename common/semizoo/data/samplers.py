@@ -12,6 +12,10 @@ already consumed, which is what exact resume needs. ``DistributedTwoStreamBatchS
 rank ``r`` the r-th slice of each stream of every batch of the one-process sampler built with the
 same seed and world-size times larger batches, so shards are disjoint and their union is the
 one-process batch.
+
+With ``seed_items=True`` every index comes with its own augmentation seed, ``(index, item_seed)``, derived from
+``(seed, epoch, position, slot)`` (:func:`item_seeds`): the random transforms of an item then depend only on where
+it sits in the run, not on which worker or process draws it, or on whether the run was interrupted and resumed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from torch.utils.data import Sampler
 
 __all__ = [
+    "item_seeds",
     "TwoStreamBatchSampler",
     "DistributedTwoStreamBatchSampler",
     "IndependentTwoStreamBatchSampler",
@@ -38,6 +43,12 @@ def _draw_seed() -> int:
 
 def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch)])
+
+
+def item_seeds(seed: int, epoch: int, position: int, count: int) -> list[int]:
+    """``count`` augmentation seeds of batch ``position`` of epoch ``epoch`` (numpy ``SeedSequence``, 32-bit)."""
+    sequence = np.random.SeedSequence([int(seed), int(epoch), int(position)])
+    return [int(value) for value in sequence.generate_state(count, dtype=np.uint32)]
 
 
 def _permutation_chain(indices: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
@@ -70,11 +81,13 @@ class _ResumableBatchSampler(Sampler):
     """Epoch bookkeeping shared by the samplers: seeded per-epoch streams and a resumable position.
 
     ``__iter__`` regenerates epoch ``self.epoch`` and skips the batches already consumed; after a full pass
-    the epoch counter advances by itself (MONAI only calls ``set_epoch`` on torch's own samplers).
+    the epoch counter advances by itself (MONAI only calls ``set_epoch`` on torch's own samplers). With
+    ``seed_items`` each index is yielded as ``(index, item_seed)``.
     """
 
-    def __init__(self, seed: int | None) -> None:
+    def __init__(self, seed: int | None, seed_items: bool = False) -> None:
         self.seed = _draw_seed() if seed is None else int(seed)
+        self.seed_items = bool(seed_items)
         self.epoch = 0
         self.position = 0
 
@@ -97,6 +110,8 @@ class _ResumableBatchSampler(Sampler):
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._batches(_epoch_rng(self.seed, self.epoch))
         for batch in itertools.islice(batches, self.position, len(self)):
+            if self.seed_items:
+                batch = list(zip(batch, item_seeds(self.seed, self.epoch, self.position, len(batch))))
             self.position += 1
             yield batch
         self.epoch, self.position = self.epoch + 1, 0
@@ -120,6 +135,7 @@ class TwoStreamBatchSampler(_ResumableBatchSampler):
         batch_size: total batch size.
         secondary_batch_size: unlabeled items per batch.
         seed: base seed of the per-epoch generators; ``None`` draws one from torch's global generator.
+        seed_items: yield ``(index, item_seed)`` pairs (:func:`item_seeds`).
     """
 
     def __init__(
@@ -129,8 +145,9 @@ class TwoStreamBatchSampler(_ResumableBatchSampler):
         batch_size: int,
         secondary_batch_size: int,
         seed: int | None = None,
+        seed_items: bool = False,
     ) -> None:
-        super().__init__(seed)
+        super().__init__(seed, seed_items)
         self.primary_batch_size = int(batch_size) - int(secondary_batch_size)
         self.secondary_batch_size = int(secondary_batch_size)
         self.primary_indices = _check_indices(primary_indices, "primary", self.primary_batch_size)
@@ -160,8 +177,11 @@ class IndependentTwoStreamBatchSampler(TwoStreamBatchSampler):
         secondary_batch_size: int,
         replacement: bool = True,
         seed: int | None = None,
+        seed_items: bool = False,
     ) -> None:
-        super().__init__(primary_indices, secondary_indices, batch_size, secondary_batch_size, seed=seed)
+        super().__init__(
+            primary_indices, secondary_indices, batch_size, secondary_batch_size, seed=seed, seed_items=seed_items
+        )
         self.replacement = bool(replacement)
 
     def __len__(self) -> int:
@@ -179,8 +199,10 @@ class IndependentTwoStreamBatchSampler(TwoStreamBatchSampler):
 class SingleStreamBatchSampler(_ResumableBatchSampler):
     """Labeled-only batches (supervised fallback): one permutation per epoch, last partial batch dropped."""
 
-    def __init__(self, indices: Sequence[int], batch_size: int, seed: int | None = None) -> None:
-        super().__init__(seed)
+    def __init__(
+        self, indices: Sequence[int], batch_size: int, seed: int | None = None, seed_items: bool = False
+    ) -> None:
+        super().__init__(seed, seed_items)
         self.primary_batch_size = int(batch_size)
         self.secondary_batch_size = 0
         self.primary_indices = _check_indices(indices, "primary", self.primary_batch_size)
@@ -208,6 +230,8 @@ class DistributedTwoStreamBatchSampler(Sampler):
         seed: shared base seed.
         independent, replacement: use :class:`IndependentTwoStreamBatchSampler` semantics instead of UA-MT's.
             ``secondary_batch_size=0`` shards labeled-only batches (:class:`SingleStreamBatchSampler`).
+        seed_items: yield ``(index, item_seed)`` pairs; the seeds are those of the one-process batch, so a sharded
+            run augments every item as the one-process run does.
     """
 
     def __init__(
@@ -221,6 +245,7 @@ class DistributedTwoStreamBatchSampler(Sampler):
         seed: int = 0,
         independent: bool = False,
         replacement: bool = True,
+        seed_items: bool = False,
     ) -> None:
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self.primary_batch_size = int(batch_size) - int(secondary_batch_size)
@@ -229,14 +254,16 @@ class DistributedTwoStreamBatchSampler(Sampler):
         sizes = dict(batch_size=int(batch_size) * world, secondary_batch_size=self.secondary_batch_size * world)
         if self.secondary_batch_size == 0:
             self.global_sampler: _ResumableBatchSampler = SingleStreamBatchSampler(
-                primary_indices, self.primary_batch_size * world, seed=seed
+                primary_indices, self.primary_batch_size * world, seed=seed, seed_items=seed_items
             )
         elif independent:
             self.global_sampler = IndependentTwoStreamBatchSampler(
-                primary_indices, secondary_indices, replacement=replacement, seed=seed, **sizes
+                primary_indices, secondary_indices, replacement=replacement, seed=seed, seed_items=seed_items, **sizes
             )
         else:
-            self.global_sampler = TwoStreamBatchSampler(primary_indices, secondary_indices, seed=seed, **sizes)
+            self.global_sampler = TwoStreamBatchSampler(
+                primary_indices, secondary_indices, seed=seed, seed_items=seed_items, **sizes
+            )
 
     def __len__(self) -> int:
         return len(self.global_sampler)

@@ -6,7 +6,9 @@ from .checkpoint import (
     ResumeHandler,
     RNGState,
     StageLoader,
+    StopOnSignal,
     TrainingCheckpointer,
+    TrainingInterrupted,
     latest_checkpoint,
 )
 from .detection_report import CorLocMetric, DetectionReport, DetectionWriter
@@ -28,6 +30,8 @@ __all__ = [
     "ResumeHandler",
     "AtomicCheckpointSaver",
     "TrainingCheckpointer",
+    "TrainingInterrupted",
+    "StopOnSignal",
     "StageLoader",
     "SegmentationReport",
     "VendorDiceReport",

@@ -14,7 +14,9 @@ import logging
 import os
 import random
 import re
-from typing import TYPE_CHECKING, Any, Mapping
+import signal
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -32,6 +34,8 @@ __all__ = [
     "latest_checkpoint",
     "ResumeHandler",
     "TrainingCheckpointer",
+    "TrainingInterrupted",
+    "StopOnSignal",
     "AtomicCheckpointSaver",
     "StageLoader",
 ]
@@ -167,6 +171,93 @@ class ResumeHandler:
         CheckpointLoader(load_path=self.path, load_dict=self.load_dict, map_location=self.map_location).attach(engine)
 
 
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGTERM/SIGINT after writing a checkpoint of the last completed iteration."""
+
+
+class StopOnSignal:
+    """On SIGTERM or SIGINT (Ctrl-C), finish the current iteration, save a checkpoint, then stop with an error.
+
+    The signal only sets a flag; at the end of the iteration ``save(engine)`` writes a checkpoint of a consistent
+    state (never one from the middle of an optimizer step) and :class:`TrainingInterrupted` names it, so the run
+    exits non-zero and ``resume`` continues from there. A second signal falls back to the default behaviour (stop
+    at once). Under DDP the flag is all-reduced every iteration so that all ranks stop at the same iteration.
+    Handlers are installed at ``STARTED`` (main thread only) and the previous ones restored at ``COMPLETED`` or at
+    the first signal (not on other exceptions: an ``EXCEPTION_RAISED`` handler would stop MONAI's final save).
+
+    Args:
+        save: writes the checkpoint of ``engine``'s current iteration (skipped when ``already_saved`` says so).
+        already_saved: whether the regular schedule wrote this iteration's checkpoint already.
+        save_dir: where ``save`` writes (named in the message).
+        signals: the signals handled.
+    """
+
+    def __init__(
+        self,
+        save: Callable[[Engine], None],
+        already_saved: Callable[[Engine], bool] = lambda engine: False,
+        save_dir: str | os.PathLike | None = None,
+        signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
+    ) -> None:
+        self.save, self.already_saved, self.signals = save, already_saved, tuple(signals)
+        self.save_dir = save_dir
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._install)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._check)
+        engine.add_event_handler(Events.COMPLETED, self._restore)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        self._restore()  # a second signal acts at once
+        logger.warning("%s received: stopping after the current iteration.", signal.Signals(signum).name)
+
+    def _install(self, engine: Engine) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            logger.warning("training runs outside the main thread: SIGTERM/SIGINT are not turned into checkpoints.")
+            return
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in self.signals}
+
+    def _restore(self, engine: Engine | None = None) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _stop_requested(self) -> bool:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.received is not None
+        flag = torch.tensor([0 if self.received is None else 1], device=_collective_device())
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _check(self, engine: Engine) -> None:
+        if not self._stop_requested():
+            return
+        if not self.already_saved(engine):
+            self.save(engine)
+        name = signal.Signals(self.received).name if self.received is not None else "a signal on another rank"
+        saved = latest_checkpoint(self.save_dir) if self.save_dir is not None else None
+        raise TrainingInterrupted(
+            f"{name} at iteration {engine.state.iteration}: checkpoint {saved or 'saved'} written; run again with "
+            "resume=true (`--resume true`) to continue from it."
+        )
+
+
+def _collective_device() -> torch.device:
+    """The device of collectives: the current CUDA device with NCCL, else the CPU."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 class TrainingCheckpointer:
     """Resumable training checkpoints of a trainer: MONAI ``CheckpointSaver`` plus, with ``resume``, a load at start.
 
@@ -181,6 +272,7 @@ class TrainingCheckpointer:
         resume: restore the latest checkpoint of ``save_dir`` before training (config ID ``resume``).
         map_location: forwarded to ``CheckpointLoader``.
         trainer_key: name of the trainer in the checkpoint.
+        save_on_signal: on SIGTERM/SIGINT, checkpoint the last completed iteration and stop (:class:`StopOnSignal`).
     """
 
     def __init__(
@@ -192,17 +284,24 @@ class TrainingCheckpointer:
         resume: bool = False,
         map_location=None,
         trainer_key: str = "trainer",
+        save_on_signal: bool = True,
     ) -> None:
         self.save_dir, self.save_dict = os.fspath(save_dir), dict(save_dict)
         self.save_interval, self.n_saved, self.resume = int(save_interval), n_saved, bool(resume)
-        self.map_location, self.trainer_key = map_location, trainer_key
+        self.map_location, self.trainer_key, self.save_on_signal = map_location, trainer_key, bool(save_on_signal)
 
     def attach(self, engine: Engine) -> None:
         objects = {**self.save_dict, self.trainer_key: engine}
         ResumeHandler(self.save_dir, objects, enabled=self.resume, map_location=self.map_location).attach(engine)
-        AtomicCheckpointSaver(
+        saver = AtomicCheckpointSaver(
             self.save_dir, objects, save_interval=self.save_interval, epoch_level=False, n_saved=self.n_saved
-        ).attach(engine)
+        )
+        saver.attach(engine)
+        if self.save_on_signal:
+            interval = self.save_interval
+            StopOnSignal(
+                saver.interval_completed, lambda trained: trained.state.iteration % interval == 0, self.save_dir
+            ).attach(engine)
 
 
 class StageLoader:
