@@ -125,17 +125,19 @@ class Commands:
         )
         return json.dumps(report["counts"], indent=4)
 
-    def validate(self, datalist: str) -> str:
-        """Check that every file of DATALIST exists and reads, and that the lists are patient-disjoint.
+    def validate(self, datalist: str, bundle: str | None = None) -> str:
+        """Check DATALIST before training: files read, shapes/spacing/labels/intensities sane, splits disjoint.
 
-        Prints a one-line summary, or fails (exit code 2) listing every problem.
+        Prints a one-line summary, or fails (exit code 2) listing every problem, each naming its file or list.
 
         Args:
             datalist: a datalist JSON written by `prepare` (lists labeled, unlabeled, validation, test).
+            bundle: a bundle folder or name (e.g. ssnet_acdc_segmentation): check its class set and labeled batch
+                size too; without it the datalist's own `classes` are used.
         """
         from .data.validate import validate_datalist
 
-        return validate_datalist(datalist)
+        return validate_datalist(datalist, bundle=bundle)
 
     def convert_official(self, checkpoint: str, bundle: str, out: str | None = None) -> str:
         """Load an official UA-MT/SSL4MIS/SS-Net CHECKPOINT into BUNDLE's network and write models/model.pt.

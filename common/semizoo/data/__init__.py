@@ -13,8 +13,12 @@ from .samplers import (
     TwoStreamBatchSampler,
 )
 from .self_training import select_pseudo_boxes
+from .validate import DatalistError, check_training_data, validate_datalist
 
 __all__ = [
+    "DatalistError",
+    "check_training_data",
+    "validate_datalist",
     "DataError",
     "HDF5Reader",
     "load_split",
