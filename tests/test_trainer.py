@@ -1,8 +1,12 @@
+import ast
 import math
 import os
+import pickle
 import signal
+from pathlib import Path
 
 import pytest
+import semizoo
 import torch
 from ignite.engine import Events
 from monai.handlers import CheckpointSaver, LrScheduleHandler, StatsHandler
@@ -401,3 +405,44 @@ def test_sigint_checkpoints_the_completed_iteration_stops_and_restores_the_handl
     saved = torch.load(tmp_path / "checkpoint_iteration=3.pt", weights_only=True)
     assert saved["trainer"]["iteration"] == 3
     assert all(torch.equal(saved["network"][k], v) for k, v in net.state_dict().items())
+
+
+def _torch_loads(tree: ast.AST) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
+        if isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"
+    ]
+
+
+def test_every_checkpoint_load_is_weights_only():
+    """Library code and bundle configs load checkpoints with ``weights_only=True`` (no pickled code runs)."""
+    package = Path(semizoo.__file__).parent
+    unsafe, found = [], 0
+    for path in sorted(package.rglob("*.py")):
+        for call in _torch_loads(ast.parse(path.read_text())):
+            found += 1
+            flags = {k.arg: k.value for k in call.keywords}
+            if not (isinstance(flags.get("weights_only"), ast.Constant) and flags["weights_only"].value is True):
+                unsafe.append(f"{path.name}:{call.lineno}")
+    bundles = Path(__file__).resolve().parents[1] / "bundles"
+    for config in sorted(bundles.glob("*/configs/*.json")):
+        for line in config.read_text().splitlines():
+            if "torch.load(" in line and "weights_only=True" not in line:
+                unsafe.append(f"{config.parent.parent.name}/{config.name}")
+    assert found >= 5, "the scan must see the library's checkpoint loads"
+    assert not unsafe, f"torch.load without weights_only=True: {unsafe}"
+
+
+class _Payload:
+    """Anything but tensors and containers: ``weights_only`` loading must refuse it."""
+
+
+def test_resume_refuses_a_checkpoint_that_carries_pickled_objects(tmp_path):
+    net, method, loader, optimizer = _setup()
+    torch.save({"network": net.state_dict(), "extra": _Payload()}, tmp_path / "checkpoint_iteration=2.pt")
+    trainer = SemiSupervisedTrainer("cpu", None, loader, net, method, optimizer, max_iterations=3)
+    ResumeHandler(tmp_path, {"network": net}).attach(trainer)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        trainer.run()

@@ -241,12 +241,20 @@ class StopOnSignal:
             return
         if not self.already_saved(engine):
             self.save(engine)
+        _barrier()  # rank 0 writes: the other ranks name the file only once it exists
         name = signal.Signals(self.received).name if self.received is not None else "a signal on another rank"
         saved = latest_checkpoint(self.save_dir) if self.save_dir is not None else None
         raise TrainingInterrupted(
             f"{name} at iteration {engine.state.iteration}: checkpoint {saved or 'saved'} written; run again with "
             "resume=true (`--resume true`) to continue from it."
         )
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _collective_device() -> torch.device:
