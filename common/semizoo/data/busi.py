@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +181,7 @@ class ImagePool:
         try:
             with Image.open(path) as image:
                 array = np.asarray(image.convert("L"), dtype=np.float64)
-        except OSError as error:
+        except Exception as error:  # PIL raises several types for corrupt files (OSError, SyntaxError, ...)
             raise DataError(path, f"cannot read PNG ({error})") from error
         return array.T, (1.0, 1.0)
 
@@ -365,9 +364,12 @@ def _read_png(path: Path, problems: list[str]) -> np.ndarray | None:
     try:
         with Image.open(path) as image:
             image.load()
-            array = np.asarray(image)
+            mode, array = image.mode, np.asarray(image)
     except Exception as error:  # PIL raises several types for corrupt files
         problems.append(f"{path}: cannot read PNG ({error})")
+        return None
+    if array.dtype not in (np.uint8, np.bool_):  # 16-bit or float PNGs would wrap around when cast to 8 bits
+        problems.append(f"{path}: not an 8-bit PNG (mode {mode}); expected 8-bit grey or RGB")
         return None
     return array
 
@@ -426,7 +428,7 @@ def prepare_busi(
     Raises:
         DataError: bad arguments or layout; PrepareError: every problem found in the cases.
     """
-    from .prepare import VERSION, PrepareError, _check_out, _commit, _dump
+    from .prepare import VERSION, PrepareError, _check_out, _commit, _discard, _dump, _missing_folders
 
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -521,7 +523,7 @@ def prepare_busi(
     if default in skipped:
         raise DataError(src, f"setting {default!r} cannot be written: {skipped[default]}")
     written = {**lists, **det_lists}
-    tmp = out / f".semizoo-tmp-{os.getpid()}"
+    tmp, created = out / f".semizoo-tmp-{os.getpid()}", _missing_folders(out)
     try:
         from PIL import Image
 
@@ -571,4 +573,4 @@ def prepare_busi(
         _commit(tmp, out)
         return report
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp, created)

@@ -40,6 +40,8 @@ def read_cine(path: str | os.PathLike, key: str, index: int, slice_index: int | 
             if key not in handle:
                 raise DataError(path, f"no HDF5 dataset {key!r} (has {sorted(handle.keys())})")
             data = handle[key]
+            if not isinstance(data, h5py.Dataset):
+                raise DataError(path, f"{key!r} is an HDF5 group, not a dataset")
             if data.ndim != 4:
                 raise DataError(path, f"{key!r} must be 4-D (frames or phases, Z, Y, X), got shape {data.shape}")
             if not 0 <= int(index) < data.shape[0]:

@@ -28,15 +28,19 @@ def read_h5(path: str | os.PathLike, key: str) -> tuple[np.ndarray, tuple[float,
 
     path = os.fspath(path)
     try:
-        with h5py.File(path, "r") as handle:
-            if key not in handle:
-                raise DataError(path, f"no HDF5 dataset {key!r} (has {sorted(handle.keys())})")
-            array = np.asarray(handle[key][()])
-            spacing = handle.attrs.get("spacing")
-    except DataError:
-        raise
+        handle = h5py.File(path, "r")
     except OSError as error:
         raise DataError(path, f"cannot open HDF5 ({error})") from error
+    with handle:
+        if key not in handle:
+            raise DataError(path, f"no HDF5 dataset {key!r} (has {sorted(handle.keys())})")
+        if not isinstance(handle[key], h5py.Dataset):
+            raise DataError(path, f"{key!r} is an HDF5 group, not a dataset")
+        try:
+            array = np.asarray(handle[key][()])
+            spacing = handle.attrs.get("spacing")
+        except (OSError, ValueError, TypeError) as error:  # damaged chunks, unreadable attributes
+            raise DataError(path, f"cannot read HDF5 dataset {key!r} ({error})") from error
     if spacing is not None:
         spacing = tuple(float(s) for s in np.atleast_1d(spacing))
         if len(spacing) != array.ndim:
@@ -70,6 +74,8 @@ class HDF5Reader(ImageReader):
         items = img if isinstance(img, list) else [img]
         arrays, metas = [], []
         for array, spacing, name in items:
+            if array.ndim not in (2, 3):
+                raise DataError(name, f"HDF5 dataset {self.key!r} must be 2-D or 3-D, got shape {array.shape}")
             spacing = (1.0,) * array.ndim if spacing is None else spacing
             affine = np.diag([*spacing, 1.0]) if array.ndim == 3 else _affine_2d(spacing)
             metas.append(

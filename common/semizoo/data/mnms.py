@@ -19,7 +19,6 @@ import csv
 import hashlib
 import math
 import os
-import shutil
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -120,14 +119,20 @@ def read_info(src: Path) -> dict[str, dict[str, Any]]:
         found = f" (found {', '.join(p.name for p in sheets)}: save it as CSV)" if sheets else ""
         raise DataError(src, f"no M&Ms information CSV matching {INFO_PATTERN}.csv{found}")
     path = csvs[0]
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(path, f"cannot read the information CSV ({error})") from error
     columns = set(rows[0]) if rows else set()
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise DataError(path, f"missing columns {missing} (has {sorted(c for c in columns if c)})")
     info: dict[str, dict[str, Any]] = {}
     for line, row in enumerate(rows, start=2):
+        short = [c for c in REQUIRED_COLUMNS if row.get(c) is None]
+        if short:
+            raise DataError(path, f"line {line}: no value for {short} (the row has too few fields)")
         code, vendor = row["External code"].strip(), row["Vendor"].strip()
         if vendor not in VENDORS:
             raise DataError(path, f"line {line}: unknown vendor {vendor!r} for {code}")
@@ -138,8 +143,14 @@ def read_info(src: Path) -> dict[str, dict[str, Any]]:
     return info
 
 
-def _find_cases(src: Path, extra_unlabeled: bool) -> dict[str, tuple[Path, Path | None]]:
-    """``{code: (image, gt or None)}`` over the release folders (``Training/Unlabeled`` only when asked)."""
+def _find_cases(
+    src: Path, extra_unlabeled: bool, problems: list[str] | None = None
+) -> dict[str, tuple[Path, Path | None]]:
+    """``{code: (image, gt or None)}`` over the release folders (``Training/Unlabeled`` only when asked).
+
+    Only ``Training/Unlabeled`` cases lack ground truth in the release: a missing ``_sa_gt.nii.gz`` elsewhere is
+    appended to ``problems`` (when given) instead of silently making the case unlabelled.
+    """
     roots = [src / "OpenDataset"] if (src / "OpenDataset").is_dir() else [src]
     folders = CASE_FOLDERS + ((UNLABELED_FOLDER,) if extra_unlabeled else ())
     found: dict[str, tuple[Path, Path | None]] = {}
@@ -148,6 +159,10 @@ def _find_cases(src: Path, extra_unlabeled: bool) -> dict[str, tuple[Path, Path 
             for image in sorted((root / folder).glob("*/*_sa.nii.gz")):
                 code = image.name[: -len("_sa.nii.gz")]
                 gt = image.with_name(f"{code}_sa_gt.nii.gz")
+                if not gt.is_file() and folder != UNLABELED_FOLDER and problems is not None:
+                    problems.append(
+                        f"{image}: no ground truth ({gt.name} is missing; only {UNLABELED_FOLDER} has none)"
+                    )
                 found[code] = (image, gt if gt.is_file() else None)
     return found
 
@@ -273,7 +288,7 @@ def prepare_mnms(
     Raises:
         DataError: bad arguments or no info sheet; PrepareError: every problem found in the cases.
     """
-    from .prepare import VERSION, PrepareError, _check_out, _commit, _dump
+    from .prepare import VERSION, PrepareError, _check_out, _commit, _discard, _dump, _missing_folders
 
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -283,12 +298,13 @@ def prepare_mnms(
     if default not in SETTINGS:
         raise DataError(src, f"setting {default!r} is not one of {SETTINGS}")
     info = read_info(src)
-    found = _find_cases(src, extra_unlabeled)
-    problems = [f"{found[c][0]}: patient {c} is not in the information sheet" for c in sorted(set(found) - set(info))]
+    problems: list[str] = []
+    found = _find_cases(src, extra_unlabeled, problems)
+    problems += [f"{found[c][0]}: patient {c} is not in the information sheet" for c in sorted(set(found) - set(info))]
     if not found:
         problems.append(f"{src}: no */<code>_sa.nii.gz cases under {', '.join(CASE_FOLDERS)}")
     phantom = (src / "semizoo_phantom.json").is_file()
-    tmp = out / f".semizoo-tmp-{os.getpid()}"
+    tmp, created = out / f".semizoo-tmp-{os.getpid()}", _missing_folders(out)
     cases, entries = [], {}
     try:
         for code in sorted(set(found) & set(info)):
@@ -346,4 +362,4 @@ def prepare_mnms(
         _commit(tmp, out)
         return report
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp, created)

@@ -67,6 +67,8 @@ class Volume:
     label: np.ndarray
     spacing: tuple[float, ...] | None
     extra: dict[str, Any] = field(default_factory=dict)
+    image_file: Path | None = None  # the source files, named in problems (the same h5 file for both keys)
+    label_file: Path | None = None
 
 
 # ---------------------------------------------------------------- layout detection
@@ -95,28 +97,46 @@ def _exists(src: Path, pattern: str) -> bool:
 # ---------------------------------------------------------------- readers (check, then yield volumes)
 
 
-def _check_volume(path: Path, image: np.ndarray, label: np.ndarray, classes: int, problems: list[str]) -> bool:
+def _check_volume(
+    image_file: Path, label_file: Path, image: np.ndarray, label: np.ndarray, classes: int, problems: list[str]
+) -> bool:
+    """Shape, finite non-constant intensities and integer labels in ``[0, classes)``; problems name the file."""
     ok = True
     if image.shape != label.shape:
-        problems.append(f"{path}: shape {label.shape} != image {image.shape}")
+        problems.append(f"{label_file}: shape {label.shape} != image {image.shape}")
         return False
     bad = int(np.count_nonzero(~np.isfinite(image)))
     if bad:
-        problems.append(f"{path}: {bad} NaN/Inf voxels in image")
+        problems.append(f"{image_file}: {bad} NaN/Inf voxels in image")
         ok = False
     elif float(image.max()) == float(image.min()):
-        problems.append(f"{path}: constant image")
+        problems.append(f"{image_file}: constant image")
         ok = False
     if not np.issubdtype(label.dtype, np.integer) and not np.all(np.mod(label, 1) == 0):
-        problems.append(f"{path}: non-integer label values")
+        problems.append(f"{label_file}: non-integer label values")
         return False
     values, counts = np.unique(label.astype(np.int64), return_counts=True)
     outside = {int(v): int(c) for v, c in zip(values, counts) if not 0 <= v < classes}
     if outside:
         listed = ", ".join(f"{v}: {c} voxels" for v, c in outside.items())
-        problems.append(f"{path}: label values {{{listed}}} outside {{{','.join(str(c) for c in range(classes))}}}")
+        classes_text = ",".join(str(c) for c in range(classes))
+        problems.append(f"{label_file}: label values {{{listed}}} outside {{{classes_text}}}")
         ok = False
     return ok
+
+
+def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, Any]:
+    """``(array, nibabel image)`` of a 3-D NIfTI; :class:`DataError` naming the file when unreadable or not 3-D."""
+    import nibabel as nib
+
+    try:
+        nii = nib.load(str(path))
+        array = np.asarray(nii.dataobj)
+    except Exception as error:  # nibabel raises many types for corrupt files (bad gzip, header, short data)
+        raise DataError(path, f"cannot read NIfTI ({error})") from error
+    if array.ndim != 3:
+        raise DataError(path, f"expected a 3-D (X, Y, Z) {what}, got shape {array.shape}")
+    return array, nii
 
 
 def _read_info_cfg(path: Path) -> dict[str, str]:
@@ -129,8 +149,6 @@ def _read_info_cfg(path: Path) -> dict[str, str]:
 
 
 def _acdc_raw(src: Path, problems: list[str]) -> list[Callable[[], list[Volume]]]:
-    import nibabel as nib
-
     root = src / "database" / "training" if (src / "database" / "training").is_dir() else src
     loaders = []
     for folder in sorted(p for p in root.glob("patient[0-9][0-9][0-9]") if p.is_dir()):
@@ -158,15 +176,20 @@ def _acdc_raw(src: Path, problems: list[str]) -> list[Callable[[], list[Volume]]
         def load(frames=frames, patient=patient) -> list[Volume]:
             volumes = []
             for index, (phase, image_path, label_path) in enumerate(frames, start=1):
-                try:
-                    image_nii, label_nii = nib.load(str(image_path)), nib.load(str(label_path))
-                    image = np.asarray(image_nii.dataobj, dtype=np.float32).transpose(2, 1, 0)
-                    label = np.asarray(label_nii.dataobj).transpose(2, 1, 0)
-                except Exception as error:  # nibabel raises many types for corrupt files
-                    raise DataError(image_path, f"cannot read NIfTI ({error})") from error
+                image, image_nii = _read_nifti(image_path, "image")
+                label, _ = _read_nifti(label_path, "label")
                 zooms = tuple(float(z) for z in image_nii.header.get_zooms()[:3])
                 volumes.append(
-                    Volume(f"{patient}_frame{index:02d}", patient, image, label, zooms[::-1], {"phase": phase})
+                    Volume(
+                        f"{patient}_frame{index:02d}",
+                        patient,
+                        image.astype(np.float32).transpose(2, 1, 0),
+                        label.transpose(2, 1, 0),
+                        zooms[::-1],
+                        {"phase": phase},
+                        image_file=image_path,
+                        label_file=label_path,
+                    )
                 )
             return volumes
 
@@ -212,7 +235,20 @@ def _stack_slices(frame: str, paths: list[Path]) -> list[Volume]:
             raise DataError(path, f"slice shape {image.shape} != {images[0].shape} of {paths[0].name}")
         images.append(image.astype(np.float32))
         labels.append(label)
-    return [Volume(frame, frame.split("_")[0], np.stack(images), np.stack(labels), None)]
+    files = paths[0].parent / f"{frame}_slice_*.h5"
+    return [
+        Volume(frame, frame.split("_")[0], np.stack(images), np.stack(labels), None, image_file=files, label_file=files)
+    ]
+
+
+def _read_h5_volume(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...] | None]:
+    """``(image, label, spacing)`` of a 3-D h5 volume; :class:`DataError` naming the file and key otherwise."""
+    image, spacing = read_h5(path, "image")
+    label, _ = read_h5(path, "label")
+    for key, array in (("image", image), ("label", label)):
+        if array.ndim != 3:
+            raise DataError(path, f"expected a 3-D {key!r} volume, got shape {array.shape}")
+    return image, label, spacing
 
 
 def _acdc_ssl4mis(src: Path, problems: list[str]) -> list[Callable[[], list[Volume]]]:
@@ -224,9 +260,11 @@ def _acdc_ssl4mis(src: Path, problems: list[str]) -> list[Callable[[], list[Volu
     for path in volumes:
 
         def load(path=path) -> list[Volume]:
-            image, spacing = read_h5(path, "image")
-            label, _ = read_h5(path, "label")
-            return [Volume(path.stem, path.stem.split("_")[0], image.astype(np.float32), label, spacing)]
+            image, label, spacing = _read_h5_volume(path)
+            patient = path.stem.split("_")[0]
+            return [
+                Volume(path.stem, patient, image.astype(np.float32), label, spacing, image_file=path, label_file=path)
+            ]
 
         loaders.append(load)
     have = {path.stem for path in volumes}
@@ -243,10 +281,19 @@ def _read_nrrd(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
 
     try:
         image = itk.imread(str(path))
+        array = itk.array_from_image(image)
     except Exception as error:  # itk raises RuntimeError subclasses for corrupt files
-        raise DataError(path, f"cannot read NRRD ({error})") from error
-    array = itk.array_from_image(image).transpose(2, 1, 0)  # itk gives (z, y, x)
-    return array, tuple(float(s) for s in image.GetSpacing())
+        raise DataError(path, f"cannot read NRRD ({_itk_problem(error)})") from error
+    if array.ndim != 3:
+        raise DataError(path, f"expected a 3-D NRRD volume, got shape {array.shape[::-1]}")
+    return array.transpose(2, 1, 0), tuple(float(s) for s in image.GetSpacing())  # itk gives (z, y, x)
+
+
+def _itk_problem(error: Exception) -> str:
+    """The reason in an ITK exception: one line, without ITK's source location and teem's chain of callers."""
+    text = " ".join(str(error).split())
+    text = re.sub(r"^.*?ITK ERROR: \w+\(0x[0-9a-fA-F]+\): ", "", text)
+    return re.sub(r"^_?nrrd\w*: ", "", text.split("[nrrd] ")[-1].strip())
 
 
 def _la_raw(src: Path, problems: list[str]) -> list[Callable[[], list[Volume]]]:
@@ -263,7 +310,8 @@ def _la_raw(src: Path, problems: list[str]) -> list[Callable[[], list[Volume]]]:
             if not values <= {0, 255}:
                 raise DataError(folder / "laendo.nrrd", f"label values {sorted(values - {0, 255})} outside {{0,255}}")
             label = (endo == 255).astype(np.uint8)
-            return [Volume(folder.name, folder.name, image.astype(np.float32), label, spacing, {"raw": True})]
+            files = {"image_file": folder / "lgemri.nrrd", "label_file": folder / "laendo.nrrd"}
+            return [Volume(folder.name, folder.name, image.astype(np.float32), label, spacing, {"raw": True}, **files)]
 
         loaders.append(load)
     return loaders
@@ -274,11 +322,9 @@ def _la_uamt(src: Path, problems: list[str]) -> list[Callable[[], list[Volume]]]
     for path in sorted(src.glob("**/mri_norm2.h5")):
 
         def load(path=path) -> list[Volume]:
-            image, spacing = read_h5(path, "image")
-            label, _ = read_h5(path, "label")
-            return [
-                Volume(path.parent.name, path.parent.name, image.astype(np.float32), label, spacing or LA_SPACING_UAMT)
-            ]
+            image, label, spacing = _read_h5_volume(path)
+            name, image = path.parent.name, image.astype(np.float32)
+            return [Volume(name, name, image, label, spacing or LA_SPACING_UAMT, image_file=path, label_file=path)]
 
         loaders.append(load)
     return loaders
@@ -486,14 +532,16 @@ def prepare(
     loaders = READERS[(dataset, layout)](src, problems)
     volumes: dict[str, list[dict]] = {}
     slices: dict[str, list[dict]] = {}
-    tmp = out / f".semizoo-tmp-{os.getpid()}"
+    tmp, created = out / f".semizoo-tmp-{os.getpid()}", _missing_folders(out)
     n_classes = len(CLASSES[dataset])
     try:
         for volume in _iterate(loaders, problems):
-            if not _check_volume(Path(volume.name), volume.image, volume.label, n_classes, problems):
+            image_file = volume.image_file or Path(volume.name)
+            label_file = volume.label_file or image_file
+            if not _check_volume(image_file, label_file, volume.image, volume.label, n_classes, problems):
                 continue
             if volume.spacing is not None and any(s <= 0 for s in volume.spacing):
-                problems.append(f"{volume.name}: spacing {volume.spacing} must be positive")
+                problems.append(f"{image_file}: spacing {volume.spacing} must be positive")
                 continue
             volume = _normalise(dataset, volume, split_seed, la_crop_mode)
             if not problems:
@@ -519,7 +567,7 @@ def prepare(
         _commit(tmp, out)
         return report
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp, created)
 
 
 def _iterate(loaders: list[Callable[[], list[Volume]]], problems: list[str]) -> Iterator[Volume]:
@@ -548,6 +596,22 @@ def _report(dataset, layout, split, split_seed, setting, phantom, src, lists, sp
         "datalist_sha256": {name: hashlib.sha256(_dump(c).encode()).hexdigest() for name, c in lists.items()},
         "warnings": ["LA spacing assumed 0.625 mm (UA-MT h5 stores none)"] if layout == "uamt" else [],
     }
+
+
+def _missing_folders(out: Path) -> list[Path]:
+    """``out`` and its ancestors that do not exist yet, innermost first (what a failed run must not leave)."""
+    return [folder for folder in (out, *out.parents) if not folder.exists()]
+
+
+def _discard(tmp: Path, created: list[Path]) -> None:
+    """Remove ``tmp`` and, innermost first, the folders of ``created`` that are still empty (datasets.md §3: a
+    failed ``prepare`` leaves DIR untouched, so it does not leave behind a DIR it created either)."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a successful run) or already gone
+            break
 
 
 def _commit(tmp: Path, out: Path) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Union
@@ -307,7 +306,7 @@ def prepare_snubh(
     Raises:
         DataError: bad arguments or layout; PrepareError: every problem found in the source.
     """
-    from .prepare import VERSION, PrepareError, _check_out, _commit, _dump
+    from .prepare import VERSION, PrepareError, _check_out, _commit, _discard, _dump, _missing_folders
 
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -401,7 +400,7 @@ def prepare_snubh(
             "validation": val_records,
             "test": test,
         }
-    tmp = out / f".semizoo-tmp-{os.getpid()}"
+    tmp, created = out / f".semizoo-tmp-{os.getpid()}", _missing_folders(out)
     try:
         from PIL import Image
 
@@ -447,4 +446,4 @@ def prepare_snubh(
         _commit(tmp, out)
         return report
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp, created)

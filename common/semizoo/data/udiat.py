@@ -25,8 +25,8 @@ import hashlib
 import os
 import posixpath
 import re
-import shutil
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -137,6 +137,8 @@ def read_xlsx(path: str | os.PathLike) -> list[list[str]]:
             root = ElementTree.fromstring(archive.read(sheet))
     except zipfile.BadZipFile as error:
         raise DataError(path, f"cannot read xlsx (not a zip archive: {error})") from error
+    except (zlib.error, EOFError) as error:  # a damaged compressed member
+        raise DataError(path, f"cannot read xlsx (corrupt zip member: {error})") from error
     except ElementTree.ParseError as error:
         raise DataError(path, f"cannot read xlsx (bad XML: {error})") from error
     except (OSError, KeyError) as error:
@@ -144,7 +146,10 @@ def read_xlsx(path: str | os.PathLike) -> list[list[str]]:
     rows: list[list[str]] = []
     for data in _children(root, "sheetData"):
         for row_index, row in enumerate(_children(data, "row")):
-            number = int(row.get("r", row_index + 1))
+            try:
+                number = int(row.get("r", row_index + 1))
+            except ValueError as error:
+                raise DataError(path, f"bad row number {row.get('r')!r} in the worksheet") from error
             while len(rows) < number - 1:
                 rows.append([])
             cells: dict[int, str] = {}
@@ -237,9 +242,12 @@ def _read_png(path: Path, problems: list[str]) -> np.ndarray | None:
     try:
         with Image.open(path) as image:
             image.load()
-            array = np.asarray(image)
+            mode, array = image.mode, np.asarray(image)
     except Exception as error:  # PIL raises several types for corrupt files
         problems.append(f"{path}: cannot read PNG ({error})")
+        return None
+    if array.dtype not in (np.uint8, np.bool_):  # 16-bit or float PNGs would wrap around when cast to 8 bits
+        problems.append(f"{path}: not an 8-bit PNG (mode {mode}); expected 8-bit grey or RGB")
         return None
     return array
 
@@ -417,7 +425,7 @@ def prepare_udiat(
     Raises:
         DataError: bad arguments or layout; PrepareError: every problem found in the cases.
     """
-    from .prepare import VERSION, PrepareError, _check_out, _commit, _dump
+    from .prepare import VERSION, PrepareError, _check_out, _commit, _discard, _dump, _missing_folders
 
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -456,7 +464,7 @@ def prepare_udiat(
             warnings.append(
                 f"det_paper: {n_test} {kind} test images (only {total} {kind} images: min(20, n // 2) per class)"
             )
-    tmp = out / f".semizoo-tmp-{os.getpid()}"
+    tmp, created = out / f".semizoo-tmp-{os.getpid()}", _missing_folders(out)
     try:
         from PIL import Image
 
@@ -499,4 +507,4 @@ def prepare_udiat(
         _commit(tmp, out)
         return report
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp, created)

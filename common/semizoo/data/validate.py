@@ -199,6 +199,7 @@ def validate_datalist(
     classes: Mapping[str, Any] | Sequence[int] | None = None,
     labeled_batch_size: int | None = None,
     read: Sequence[str] = LISTS,
+    require_validation: bool = False,
 ) -> str:
     """Check ``datalist`` (module docstring); a one-line summary, or :class:`DatalistError` listing every problem.
 
@@ -210,6 +211,8 @@ def validate_datalist(
             datalist's ``classes``.
         labeled_batch_size: labeled items per batch; default: the bundle's, else not checked.
         read: the lists whose files are read (all patient IDs are always compared).
+        require_validation: an empty validation list is an error (training selects models on it); otherwise a
+            warning (test-only datalists such as UDIAT's).
     """
     datalist = os.fspath(datalist)
     try:
@@ -251,12 +254,14 @@ def validate_datalist(
             f"{datalist}: labeled has {counts.get('labeled', 0)} items, fewer than the labeled batch size "
             f"{labeled_batch_size}"
         )
-    if counts.get("validation", 1) == 0:
+    if require_validation and counts.get("validation", 1) == 0:
         problems.append(f"{datalist}: validation is empty: model selection needs validation cases")
     if problems:
         raise DatalistError(datalist, problems)
     if counts.get("unlabeled", 0) == 0:
         logger.warning("%s: no unlabeled entries: training falls back to labeled-only batches.", datalist)
+    if counts.get("validation", 1) == 0:
+        logger.warning("%s: no validation entries: usable for testing only, not for training.", datalist)
     for rule in applied:
         logger.info("%s: %s", datalist, rule)
     return f"{datalist}: {content.get('dataset')} {content.get('setting')} ok {counts}"
@@ -269,7 +274,9 @@ def check_training_data(
 
     Called first in each bundle's ``initialize``, so bad data stops the run before anything is written.
     """
-    summary = validate_datalist(datalist, classes=classes, labeled_batch_size=labeled_batch_size, read=TRAINING_LISTS)
+    summary = validate_datalist(
+        datalist, classes=classes, labeled_batch_size=labeled_batch_size, read=TRAINING_LISTS, require_validation=True
+    )
     logger.info("data checked: %s", summary)
     return summary
 

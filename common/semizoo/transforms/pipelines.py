@@ -69,12 +69,20 @@ def _keys(labeled: bool) -> list[str]:
 
 
 def hdf5_load_transforms(keys: KeysCollection = ("image", "label")) -> list[LoadImaged]:
-    """One ``LoadImaged(keys=k, reader=HDF5Reader(key=k), image_only=True)`` per key, in the order of ``keys``.
+    """One ``LoadImaged(keys=k, image_only=True)`` per key, in the order of ``keys``, with ``HDF5Reader(key=k)``
+    registered.
 
-    ``HDF5Reader`` reads the h5 dataset named like the key; it rejects non-h5 suffixes, so NIfTI/PNG items (MONAI
-    Label) fall back to MONAI's readers.
+    ``HDF5Reader`` reads the h5 dataset named like the key and claims only h5 suffixes, so NIfTI/PNG items (MONAI
+    Label) go to MONAI's readers. It is registered rather than passed as ``reader=``: MONAI then picks readers by
+    suffix and lets the reader's error (:class:`~semizoo.data.DataError`, naming the file and key) reach the user,
+    instead of retrying ITK and PIL on an h5 file and reporting theirs.
     """
-    return [LoadImaged(keys=key, reader=HDF5Reader(key=key), image_only=True) for key in ensure_tuple(keys)]
+    loaders = []
+    for key in ensure_tuple(keys):
+        loader = LoadImaged(keys=key, image_only=True)
+        loader.register(HDF5Reader(key=key))
+        loaders.append(loader)
+    return loaders
 
 
 def acdc_train_transforms(patch_size: Sequence[int] = (256, 256), labeled: bool = True, load: bool = True) -> Compose:
