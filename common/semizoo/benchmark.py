@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .convert import bundle_path
+from .bundle_paths import bundle_path
 
 __all__ = ["step_cost", "stage_configs", "run_benchmark"]
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 from .data.errors import DataError
 from .data.prepare import PrepareError
+from .fetch import WeightsError
 
 __all__ = ["Commands", "main", "commands", "command_help", "top_level_help"]
 
@@ -149,10 +150,27 @@ class Commands:
             bundle: a bundle folder, or the name of one under bundles/ (e.g. ssnet_acdc_segmentation).
             out: where to write the converted state_dict; None: BUNDLE/models/model.pt.
         """
-        from .convert import bundle_path, convert_official_checkpoint
+        from .bundle_paths import bundle_path
+        from .convert import convert_official_checkpoint
 
         target = out or str(bundle_path(bundle) / "models" / "model.pt")
         return f"wrote {convert_official_checkpoint(checkpoint, bundle, target)}"
+
+    def fetch_weights(self, bundle: str, setting: str | None = None, timeout: float = 60) -> str:
+        """Download BUNDLE's released weights (large_files.yml), verify each hash, write atomically.
+
+        A truncated, corrupted or wrong download is refused and nothing is written. SS-Net's official checkpoints
+        (checked against their git blob ids) are converted into models/model.pt for the bundle's setting.
+
+        Args:
+            bundle: a bundle folder, or the name of one under bundles/ (e.g. ssnet_la_segmentation).
+            setting: the datalist setting whose official checkpoint becomes models/model.pt (e.g. lab8); None: the
+                bundle's default (configs/train.json).
+            timeout: seconds to wait for the server.
+        """
+        from .fetch import fetch_weights
+
+        return "\n".join(fetch_weights(bundle, setting=setting, timeout=timeout))
 
     def benchmark(
         self,
@@ -238,7 +256,7 @@ class Commands:
             force: retrain stages whose output exists.
             evaluate: evaluate the last stage's model on the test split with evaluate.json.
         """
-        from .convert import bundle_path
+        from .bundle_paths import bundle_path
         from .stages import run_stages
 
         override = (override,) if isinstance(override, str) else tuple(override)
@@ -415,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fire.Fire(Commands, command=args, name="semizoo")
     except fire.core.FireExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
-    except (DataError, PrepareError) as error:
+    except (DataError, PrepareError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -13,20 +13,10 @@ from pathlib import Path
 
 import torch
 
+from .bundle_paths import bundle_path
 from .networks.official import load_official_weights
 
-__all__ = ["convert_official_checkpoint", "bundle_path"]
-
-
-def bundle_path(bundle: str | os.PathLike) -> Path:
-    """A bundle folder from a path or a name under the repository's ``bundles/``."""
-    path = Path(bundle)
-    if (path / "configs").is_dir():
-        return path
-    candidate = Path(__file__).resolve().parents[2] / "bundles" / str(bundle)
-    if (candidate / "configs").is_dir():
-        return candidate
-    raise FileNotFoundError(f"{bundle}: not a bundle folder nor a bundle name under bundles/")
+__all__ = ["convert_official_checkpoint"]
 
 
 def convert_official_checkpoint(

@@ -149,7 +149,7 @@ def teacher_bias_report(
     ``patch_size``); reference labels are used when the slices carry them (phantoms do)."""
     from monai.bundle import ConfigParser
 
-    from .convert import bundle_path
+    from .bundle_paths import bundle_path
 
     root = bundle_path(bundle)
     parser = ConfigParser()

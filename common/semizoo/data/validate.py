@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..bundle_paths import bundle_path
 from .cine import read_cine
 from .datalist import load_split
 from .errors import DataError
@@ -285,12 +286,12 @@ def bundle_settings(bundle: str | os.PathLike) -> tuple[dict[str, Any], int]:
     """``(class_names, labeled batch size)`` of a bundle's ``configs/train.json`` (a folder or a name in bundles/)."""
     from monai.bundle import ConfigParser
 
-    folder = Path(bundle)
-    if not (folder / "configs").is_dir():
-        folder = Path(__file__).resolve().parents[3] / "bundles" / os.fspath(bundle)
-    config = folder / "configs" / "train.json"
+    try:
+        config = bundle_path(bundle) / "configs" / "train.json"
+    except FileNotFoundError as error:
+        raise DataError(bundle, "not a bundle folder or a bundle name under bundles/") from error
     if not config.is_file():
-        raise DataError(bundle, "not a bundle folder or a bundle name under bundles/ (no configs/train.json)")
+        raise DataError(config, "the bundle has no training config")
     parser = ConfigParser()
     parser.read_config(str(config))
     batch = parser.get_parsed_content("train#dataloader#batch_size")
