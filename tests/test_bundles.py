@@ -292,3 +292,63 @@ def test_multi_stage_bundles_chain_their_stages(bundle, tmp_path):
     for path in final:
         state = torch.load(path, weights_only=True)
         assert not any(k.startswith("module.") for k in state)
+
+
+def _two_rank_la_datalist(data: Path, tmp_path: Path) -> Path:
+    """The LA test phantoms' ``lab4`` with a second labelled volume and a second validation case.
+
+    Two ranks need a global labelled batch of two (the data check refuses fewer: tests/test_validate.py) and at least
+    one validation case each (MONAI's ``DistributedSampler``); the phantom's ``lab4`` has one of each. The UA-MT h5
+    files hold the label of every case, so an unlabelled case is promoted and a test case becomes a validation one.
+    """
+    content = json.loads((data / "datalists" / "lab4.json").read_text())
+    absolute = [
+        [{**entry, **{k: str(data / entry[k]) for k in ("image", "label") if k in entry}} for entry in content[split]]
+        for split in ("labeled", "unlabeled", "validation", "test")
+    ]
+    labeled, unlabeled, validation, test = absolute
+    labeled.append({**unlabeled[0], "label": unlabeled[0]["image"]})
+    content.update(labeled=labeled, unlabeled=unlabeled[1:], validation=validation + test[:1], test=test[1:])
+    (tmp_path / "prepare_report.json").write_text("{}")  # marks the folder the (absolute) paths start from
+    datalist = tmp_path / "two_rank_lab4.json"
+    datalist.write_text(json.dumps(content))
+    return datalist
+
+
+def test_torchrun_two_ranks_train_in_step(bundle, tmp_path):
+    """``multi_gpu_train.json`` under ``torchrun --nproc_per_node 2`` on CPU (gloo): both ranks train the same
+    parameters (DDP averages every gradient), only rank 0 writes the model and checkpoint files."""
+    name, bundle_dir, data = bundle
+    root = tmp_path / "ddp_bundle"
+    shutil.copytree(bundle_dir / "configs", root / "configs")
+    (root / "models").mkdir()
+    save_ranks = tmp_path / "save_ranks.json"
+    save_ranks.write_text(
+        json.dumps(
+            {
+                "finalize": [
+                    "$torch.save(@network_def.state_dict(), @bundle_root + f'/rank{dist.get_rank()}.pt')",
+                    "$dist.is_initialized() and dist.destroy_process_group()",
+                ]
+            }
+        )
+    )
+    names = ("train.json", "multi_gpu_train.json", "smoke.json")
+    configs = json.dumps([str(root / "configs" / n) for n in names] + [str(save_ranks)])
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "monai.bundle", "run", "training", "--config_file", configs, "--bundle_root", str(root)]
+    command += ["--dataset_dir", str(data), "--max_iterations", "2"]
+    if dataset_of(name) == "la":
+        command += ["--datalist", str(_two_rank_la_datalist(data, tmp_path))]
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert any(term in result.stdout for term in ("loss_cons", "loss_sup", "loss_ws"))  # rank 0 logged its steps
+    ranks = [torch.load(root / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    statistics = ("running_mean", "running_var", "num_batches_tracked")  # batch-norm buffers are per rank under DDP
+    parameters = [key for key in ranks[0] if not key.endswith(statistics)]
+    assert parameters and ranks[0].keys() == ranks[1].keys()
+    differ = [key for key in parameters if not torch.equal(ranks[0][key], ranks[1][key])]
+    assert not differ, f"rank 0 and rank 1 differ in {differ[:5]}"
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["model.pt", "model_final.pt"]
+    assert len(list((root / "eval" / "tensorboard").glob("events.*"))) == 1  # one writer: rank 0

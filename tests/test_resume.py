@@ -25,7 +25,7 @@ from bundle_data import dataset_of, prepared_phantoms
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_ITERATIONS = 20
+MAX_ITERATIONS = 12
 # one 2D and one 3D bundle (issue 13): random crops, two streams, a teacher or a memory and validation in between
 BUNDLES = ["meanteacher_acdc_segmentation", "ssnet_la_segmentation"]
 
@@ -137,9 +137,9 @@ def test_sigterm_checkpoints_the_last_iteration_and_resume_matches(uninterrupted
     bundle = BUNDLES[0]  # the SIGTERM path is bundle-independent
     reference, data = uninterrupted(bundle)
     root = tmp_path / "terminated"
-    # checkpoints every 7 iterations: the one SIGTERM writes is usually off that schedule
-    process = _start(bundle, root, data, "--checkpoint_interval", "7")
-    _wait_for(process, root / "eval" / "checkpoints" / "checkpoint_iteration=7.pt", root)
+    # checkpoints every 5 iterations: the one SIGTERM writes is usually off that schedule
+    process = _start(bundle, root, data, "--checkpoint_interval", "5")
+    _wait_for(process, root / "eval" / "checkpoints" / "checkpoint_iteration=5.pt", root)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=300) != 0
     log = _log(root)
@@ -149,7 +149,7 @@ def test_sigterm_checkpoints_the_last_iteration_and_resume_matches(uninterrupted
     assert stopped_at < MAX_ITERATIONS
     assert f"SIGTERM at iteration {stopped_at}: checkpoint " in log
     assert f"checkpoint_iteration={stopped_at}.pt written; run again with resume=true" in log
-    _finish(_start(bundle, root, data, "--checkpoint_interval", "7", "--resume", "true"), root)
+    _finish(_start(bundle, root, data, "--checkpoint_interval", "5", "--resume", "true"), root)
     final = _tensors(torch.load(root / "models" / "model_final.pt", weights_only=True))
     expected = _tensors(torch.load(reference / "models" / "model_final.pt", weights_only=True))
     assert all(torch.equal(final[key], expected[key]) for key in expected)

@@ -2,7 +2,7 @@
 
 Each failure mode starts from a valid prepared phantom datalist, breaks one thing, and checks that
 ``validate_datalist`` (and ``python -m semizoo validate``) names the file or list and the problem. A bundle run on a
-broken datalist must stop in ``initialize``, before any file is written, and training must never read test files.
+broken datalist must stop before any component is built or file written, and training must never read test files.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from bundle_data import prepared_phantoms
 from PIL import Image
 from semizoo.data import DatalistError, check_training_data, validate_datalist
@@ -246,8 +247,9 @@ def test_training_and_model_selection_configs_never_load_the_test_split(bundle):
             continue
         text = config.read_text()
         assert "'test'" not in text and '"test"' not in text, f"{config} loads the test split"
-        if config.name == "train.json":
-            assert "check_training_data(@datalist" in json.loads(text)["initialize"][0]
+        if config.name in ("train.json", "multi_gpu_train.json"):
+            content = json.loads(text)
+            assert all("check_training_data(@datalist" in content[key][0] for key in ("run", "training"))
 
 
 @pytest.mark.slow
@@ -268,3 +270,16 @@ def test_a_bundle_run_on_bad_data_stops_before_writing_anything(phantoms, tmp_pa
     assert result.returncode != 0
     assert f"{path}: label values [9] outside the class set [0, 1, 2, 3]" in result.stdout + result.stderr
     assert not root.exists() or not any(p.is_file() for p in root.rglob("*")), sorted(root.rglob("*"))
+
+
+def test_under_ddp_the_labeled_list_must_fill_the_global_batch(phantoms, tmp_path, monkeypatch):
+    datalist = _copy(phantoms, tmp_path, "la")
+    count = len(json.loads(datalist.read_text())["labeled"])
+    classes = {"0": "background", "1": "left_atrium"}
+    assert " ok {" in check_training_data(datalist, classes, count)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    with pytest.raises(
+        DatalistError, match=f"labeled has {count} items, fewer than the labeled batch size {2 * count}"
+    ):
+        check_training_data(datalist, classes, count)

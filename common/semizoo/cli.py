@@ -172,6 +172,21 @@ class Commands:
 
         return "\n".join(fetch_weights(bundle, setting=setting, timeout=timeout))
 
+    def export_bundle(self, bundle: str, out: str, overwrite: bool = False) -> str:
+        """Write BUNDLE with the semizoo package vendored inside to OUT: runnable where semizoo is not installed.
+
+        MONAI puts the bundle root on sys.path, so the configs' semizoo imports resolve to OUT/semizoo; the exported
+        metadata pins only PyPI packages. MONAI Label, MONAI Deploy and zoo-style downloads use this form.
+
+        Args:
+            bundle: a bundle folder, or the name of one under bundles/.
+            out: the folder to write (must not exist or be empty).
+            overwrite: replace a non-empty OUT.
+        """
+        from .export import export_bundle
+
+        return f"wrote {export_bundle(bundle, out, overwrite=overwrite)}"
+
     def benchmark(
         self,
         bundles: Sequence[str] | str = ("meanteacher_acdc_segmentation", "ssnet_acdc_segmentation"),
@@ -433,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fire.Fire(Commands, command=args, name="semizoo")
     except fire.core.FireExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
-    except (DataError, PrepareError, WeightsError) as error:
+    except (DataError, PrepareError, WeightsError, FileExistsError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

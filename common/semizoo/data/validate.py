@@ -273,8 +273,17 @@ def check_training_data(
 ) -> str:
     """:func:`validate_datalist` at the start of training: the training lists' files, every list's patient IDs.
 
-    Called first in each bundle's ``initialize``, so bad data stops the run before anything is written.
+    ``labeled_batch_size`` is per process; under ``torch.distributed`` the labeled list must fill the global batch
+    (times the world size).
+
+    The first expression of each bundle's ``run`` and ``training`` lists, so bad data stops the run before any
+    component is built or file written (not ``initialize``: MONAI puts the bundle root on ``sys.path`` only for
+    ``run``, and an exported bundle imports its vendored semizoo from there).
     """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # the loader draws one global batch for all ranks
+        labeled_batch_size = int(labeled_batch_size) * dist.get_world_size()
     summary = validate_datalist(
         datalist, classes=classes, labeled_batch_size=labeled_batch_size, read=TRAINING_LISTS, require_validation=True
     )
