@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
 SCHEMA = Path(__file__).parent / "schemas" / "meta_schema_20240725.json"
 MAIN_CONFIGS = {"train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "smoke.json", "metadata.json"}
-MAIN_CONFIGS |= {"stages.json"}  # the stage order of multi-stage bundles, not a config
+MAIN_CONFIGS |= {"stages.json", "methods.json"}  # stage order, declared methods (quick start, reproduce): not configs
 EXEMPTIONS = yaml.safe_load((Path(__file__).parent / "bundle_exemptions.yml").read_text()) or {}
 
 
@@ -49,7 +49,8 @@ def bundle(request, tmp_path_factory, phantom_root):
     name = request.param
     scratch = tmp_path_factory.mktemp(name) / name
     shutil.copytree(REPO / "bundles" / name, scratch)
-    return name, scratch, prepared_phantoms(phantom_root, dataset_of(name))
+    yield name, scratch, prepared_phantoms(phantom_root, dataset_of(name))
+    shutil.rmtree(scratch.parent, ignore_errors=True)  # checkpoints of 3D/two-network bundles fill CI's disk otherwise
 
 
 def _configs(bundle_dir: Path, *names: str) -> str:
@@ -120,7 +121,9 @@ def test_train_evaluate_infer_export(bundle, tmp_path):
     )
     assert list((bundle_dir / "eval" / "inference").glob("*_seg.nii.gz"))
 
+    # the smoke values of inference.json's IDs (e.g. EPL's network_width) build the network that smoke training saved
     meta = ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"]
+    meta += _smoke_overrides(bundle_dir, "inference.json")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for command in (
         [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", *meta],

@@ -72,3 +72,4 @@ def test_every_variant_trains_through_the_bundle_runner(bundle, tmp_path_factory
         assert result.returncode == 0, f"{config}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         state = torch.load(root / "models" / "model_final.pt", weights_only=True)
         assert any(k.startswith("left.") for k in state) and any(k.startswith("right.") for k in state)
+        shutil.rmtree(work)

@@ -17,7 +17,18 @@ import pytest
 import semizoo
 
 PACKAGE = Path(semizoo.__file__).parent
-TOOLS = {"cli", "quickstart", "benchmark", "diagnostics", "convert", "fetch", "export", "stages", "__main__"}
+TOOLS = {
+    "cli",
+    "quickstart",
+    "reproduce",
+    "benchmark",
+    "diagnostics",
+    "convert",
+    "fetch",
+    "export",
+    "stages",
+    "__main__",
+}
 FORBIDDEN = {
     "losses": {"methods", "engines", "handlers"},
     "networks": {"methods", "engines", "handlers"},

@@ -96,7 +96,7 @@ def test_multi_stage_methods_share_one_bound_with_as_many_supervised_iterations(
 def test_every_quick_start_stage_config_exists():
     for method in METHODS.values():
         configs = Path(__file__).resolve().parents[1] / "bundles" / method.bundle / "configs"
-        for name in ["quickstart.json", "labeled_only.json", *(c for stage in method.stages for c in stage)]:
+        for name in ["quickstart.json", method.lower_bound, *(c for stage in method.stages for c in stage)]:
             assert (configs / name).is_file(), f"{method.bundle}: configs/{name} missing"
 
 

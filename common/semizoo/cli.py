@@ -26,8 +26,8 @@ DESCRIPTION = (
     "semizoo is the shared library of a MONAI Bundle model zoo of semi-supervised medical image segmentation "
     "methods (Mean Teacher, SS-Net, ...). Its commands generate deterministic phantom data, convert public datasets "
     "(ACDC, LA) into prepared folders with datalists, validate datalists, load official checkpoints into bundles, "
-    "benchmark and diagnose the methods, and run the quick start. Arguments go in order or as flags "
-    "(--name=value); lists as --name=a,b or --name='[a,b]'."
+    "benchmark and diagnose the methods, run the quick start and reproduce the results tables. Arguments go in "
+    "order or as flags (--name=value); lists as --name=a,b or --name='[a,b]'."
 )
 
 
@@ -189,28 +189,80 @@ class Commands:
 
     def benchmark(
         self,
-        bundles: Sequence[str] | str = ("meanteacher_acdc_segmentation", "ssnet_acdc_segmentation"),
-        overrides: Sequence[str] | str = ("configs/quickstart.json",),
+        bundles: Sequence[str] | str | None = None,
+        overrides: Sequence[str] | str = (),
         out: str | None = None,
         iterations: int = 10,
+        shapes: Sequence[str] | str = ("cpu", "paper"),
+        paper_iterations: int = 3,
+        warmup: int = 2,
+        blocks: int = 2,
+        memory: bool = True,
+        framework: bool = True,
+        data_wait: bool = True,
+        inference: bool = True,
+        overlaps: Sequence[float] | float = (0.5, 0.25),
+        ckpt: str | None = None,
+        phantoms: str | None = None,
+        threads: int | None = None,
     ) -> None:
-        """Seconds per training step of each bundle's method vs its labeled-only step, timed side by side.
+        """Cost of each bundle's training iteration and of LA inference, every ratio measured side by side in one run.
 
-        Both steps see the same batch: random tensors of the configured batch and patch sizes stand in for data.
-        Prints a Markdown table.
+        Per bundle, stage and shape: median seconds per iteration of the method's step and of the labeled-only step
+        of the same network and batch (random tensors) and their ratio, the peak memory of each, the bundle's own
+        trainer vs a plain PyTorch loop calling the same method step (framework overhead), and the share of each
+        iteration spent waiting for the bundle's train loader on phantom data. For bundles with a 3D sliding-window
+        test inferer (LA): seconds per phantom volume with the paper's strides and with faster overlaps, and the
+        Dice between the predictions. Prints Markdown tables; writes benchmark.json and benchmark.md to OUT.
 
         Args:
-            bundles: bundle folders or names under bundles/, one or a list.
-            overrides: config files of each bundle merged over its configs/train.json (paths relative to the
-                bundle folder), one or a list.
-            out: folder to write benchmark.json and benchmark.md to; None: print only.
-            iterations: timed steps per block (two interleaved blocks per step kind, after two warm-up steps).
+            bundles: bundle names under bundles/ or folders, one or a list (e.g. --bundles='[a,b]'); None: every
+                bundle folder with configs/train.json, every stage of a multi-stage bundle.
+            overrides: config files merged over each shape's configs in every shape (names under the bundle's
+                configs/ or paths), one or a list.
+            out: folder to write benchmark.json and benchmark.md to (and the phantoms, reused); None: print only.
+            iterations: timed steps per block at the cpu shape (two interleaved blocks per kind by default).
+            shapes: cpu (train.json + quickstart.json, else smoke.json) and/or paper (train.json alone).
+            paper_iterations: timed steps per block at the paper shape (slow on a CPU, hence fewer).
+            warmup: untimed steps of each kind before the timed blocks.
+            blocks: alternating timed blocks per kind (A B B A ...).
+            memory: measure peak memory (CUDA: max allocated; CPU: peak RSS of a fresh process per step kind).
+            framework: time the bundle's trainer against the plain loop.
+            data_wait: measure the data-wait share on phantom data (generates and prepares phantoms once).
+            inference: time sliding-window inference of 3D bundles at the paper's strides and the faster overlaps.
+            overlaps: the faster window overlaps, one or a list.
+            ckpt: network weights for inference: a path relative to each bundle folder (e.g. models/model.pt) or
+                absolute; None or a missing file: the network's random initialisation (stated in the output).
+            phantoms: folder for the prepared phantoms; None: OUT/phantoms, or a temporary folder without OUT.
+            threads: torch CPU threads (recorded in the output); None: torch's default (one per core). On a busy
+                machine fewer threads than cores time more steadily.
         """
         from .benchmark import run_benchmark
 
-        bundles = (bundles,) if isinstance(bundles, str) else tuple(bundles)
-        overrides = (overrides,) if isinstance(overrides, str) else tuple(overrides)
-        run_benchmark(bundles, [o.removeprefix("configs/") for o in overrides], out=out, iterations=iterations)
+        def names(value: Sequence[str] | str | None) -> tuple[str, ...] | None:
+            if value is None:
+                return None
+            items = value.strip("[]()").split(",") if isinstance(value, str) else value
+            return tuple(str(item).strip().strip("'\"") for item in items if str(item).strip())
+
+        run_benchmark(
+            names(bundles) or None,
+            [o.removeprefix("configs/") for o in names(overrides) or ()],
+            out=out,
+            iterations=iterations,
+            shapes=names(shapes) or (),
+            paper_iterations=paper_iterations,
+            warmup=warmup,
+            blocks=blocks,
+            memory=memory,
+            framework=framework,
+            data_wait=data_wait,
+            inference=inference,
+            overlaps=(float(overlaps),) if isinstance(overlaps, (int, float)) else tuple(float(o) for o in overlaps),
+            ckpt=ckpt,
+            phantoms=phantoms,
+            threads=threads,
+        )
 
     def teacher_bias(
         self,
@@ -315,6 +367,44 @@ class Commands:
         seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
         methods = (methods,) if isinstance(methods, str) else (None if methods is None else tuple(methods))
         run_quickstart(out, seeds, iterations, cases, size, setting, methods=methods, dataset=dataset)
+
+    def reproduce(
+        self,
+        dataset: str = "acdc",
+        fractions: Sequence[float] | float = (0.05, 0.1),
+        budget: str = "cpu",
+        data_dir: str | None = None,
+        out: str | None = None,
+        seeds: Sequence[int] | int = (0,),
+        methods: Sequence[str] | str | None = None,
+        iterations: int = 400,
+        cases: int | None = None,
+    ) -> None:
+        """Learning-efficiency table: labeled-only and fully supervised bounds and every method, evaluated on test.
+
+        Per labelled fraction, every semi-supervised method declared for the dataset (bundles' configs/methods.json)
+        trains beside its bundle's labeled-only bound on the same split and budget; the fully supervised bound
+        trains on all labels. Writes reproduce.json, reproduce.md (Dice with bootstrap 95 % CIs, paired difference
+        to labeled-only, fraction of the lower-to-upper gap closed) and PNGs (bars with CIs, learning curves).
+
+        Args:
+            dataset: acdc, la, mnms (vendor D held out) or busi.
+            fractions: nominal labelled shares, one or a list (acdc/la: 0.05, 0.1; mnms: 0.02, 0.05, 0.1; busi:
+                0.05, 0.1, 0.25, 0.5), each mapped to its datasets.md setting (acdc 0.05 = lab3).
+            budget: cpu (configs/quickstart.json with `iterations` per stage) or paper (the bundles' schedules).
+            data_dir: a prepared dataset (python -m semizoo prepare); default: phantoms generated under `out`.
+            out: run folder (default runs/reproduce/DATASET); finished runs in it are reused.
+            seeds: training seeds, one or a list.
+            methods: method keys (default: all of the dataset's), one or a list.
+            iterations: cpu budget: iterations per model and stage.
+            cases: phantom patients (default: the quick start's for the dataset).
+        """
+        from .reproduce import run_reproduce
+
+        fractions = (fractions,) if isinstance(fractions, (int, float)) else tuple(fractions)
+        seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
+        methods = (methods,) if isinstance(methods, str) else (None if methods is None else tuple(methods))
+        run_reproduce(dataset, fractions, budget, data_dir, out, seeds, methods, iterations, cases)
 
 
 def dashed(name: str) -> str:

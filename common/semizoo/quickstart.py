@@ -35,8 +35,10 @@ __all__ = [
     "results_table",
     "per_class_table",
     "plan_runs",
+    "phantom_data",
     "QuickMethod",
     "QuickRun",
+    "discover_methods",
     "METHODS",
     "DATASETS",
     "REPO_ROOT",
@@ -56,7 +58,8 @@ class QuickMethod:
     ``stages`` are the override configs of each training stage in order (``()`` = the bundle's ``train.json``
     alone); ``stage_seconds`` their seconds per iteration on 2 CPU cores (progress-bar weights, measured with
     ``python -m semizoo benchmark``); ``supervised_stages`` how many stages train on the labels, so that the
-    labeled-only bound gets as many supervised iterations (ACTION: stages 2 and 3).
+    labeled-only bound gets as many supervised iterations (ACTION: stages 2 and 3); ``lower_bound`` the
+    override config of that bound (detection: ``strong_only.json``).
     """
 
     bundle: str
@@ -65,25 +68,75 @@ class QuickMethod:
     stages: tuple[tuple[str, ...], ...] = ((),)
     stage_seconds: tuple[float, ...] = (0.1,)
     supervised_stages: int = 1
+    lower_bound: str = "labeled_only.json"
 
 
-_ACTION_STAGES = (("pretrain_encoder.json",), ("pretrain.json",), ())
-_ACTIONPP_STAGES = (("pretrain_encoder.json",), ("pretrain_actionpp.json",), ("train_actionpp.json",))
-METHODS: dict[str, QuickMethod] = {
-    "ssnet": QuickMethod("ssnet_acdc_segmentation", "SS-Net", "acdc", stage_seconds=(0.42,)),
-    "mean_teacher": QuickMethod("meanteacher_acdc_segmentation", "Mean Teacher", "acdc", stage_seconds=(0.22,)),
-    "action": QuickMethod("action_acdc_segmentation", "ACTION", "acdc", _ACTION_STAGES, (0.06, 0.10, 0.56), 2),
-    "actionpp": QuickMethod("action_acdc_segmentation", "ACTION++", "acdc", _ACTIONPP_STAGES, (0.06, 0.08, 0.59), 2),
-    "action_la": QuickMethod("action_la_segmentation", "ACTION", "la", _ACTION_STAGES, (0.16, 0.24, 0.84), 2),
-    "actionpp_la": QuickMethod("action_la_segmentation", "ACTION++", "la", _ACTIONPP_STAGES, (0.16, 0.23, 1.02), 2),
-    "epl": QuickMethod("epl_mnms_segmentation", "EPL", "mnms", stage_seconds=(2.0,)),
-    "epl_dual": QuickMethod("epl_mnms_segmentation", "EPL dual-level", "mnms", (("dual_level.json",),), (1.2,)),
-}
+def _stage_list(bundle: Path, value: Any, where: str) -> tuple[tuple[str, ...], ...]:
+    """``stages`` of a methods.json entry: a list of override lists, or the name of a ``configs/stages.json``
+    variant (whose ``train.json`` is the bundle's own config, i.e. no override)."""
+    if isinstance(value, str):
+        from .stages import stage_plan
+
+        return tuple(() if name == "train.json" else (name,) for name in stage_plan(bundle, value))
+    if not isinstance(value, list) or not all(
+        isinstance(s, list) and all(isinstance(c, str) for c in s) for s in value
+    ):
+        raise ValueError(f"{where}: 'stages' must be a list of lists of config names or a stages.json variant name")
+    return tuple(tuple(stage) for stage in value)
+
+
+def discover_methods(bundles_root: str | os.PathLike | None = None) -> dict[str, QuickMethod]:
+    """The semi-supervised methods every bundle declares in ``configs/methods.json`` (a bundle added later takes part
+    in the quick start and ``reproduce`` by shipping that file). An entry::
+
+        "ssnet": {"label": "SS-Net", "dataset": "acdc", "seconds_per_iteration": [0.42]}
+
+    with optional ``stages`` (override lists per stage, or a ``configs/stages.json`` variant name),
+    ``supervised_stages`` and ``lower_bound`` (see :class:`QuickMethod`).
+
+    Raises:
+        ValueError: naming the file, for a malformed entry or a method key that two bundles declare.
+    """
+    root = Path(bundles_root) if bundles_root is not None else REPO_ROOT / "bundles"
+    methods: dict[str, QuickMethod] = {}
+    for path in sorted(root.glob("*/configs/methods.json")):
+        bundle = path.parents[1]
+        try:
+            entries = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        for key, entry in entries.items():
+            where = f"{path}: method {key!r}"
+            missing = [k for k in ("label", "dataset", "seconds_per_iteration") if k not in entry]
+            if missing:
+                raise ValueError(f"{where} lacks {', '.join(missing)}")
+            if key in methods:
+                raise ValueError(f"{where} is also declared by bundle {methods[key].bundle}")
+            stages = _stage_list(bundle, entry.get("stages", [[]]), where)
+            seconds = tuple(float(s) for s in entry["seconds_per_iteration"])
+            if len(seconds) != len(stages):
+                raise ValueError(f"{where}: {len(seconds)} seconds_per_iteration for {len(stages)} stages")
+            supervised = int(entry.get("supervised_stages", 1))
+            lower = str(entry.get("lower_bound", "labeled_only.json"))
+            methods[key] = QuickMethod(
+                bundle.name, entry["label"], entry["dataset"], stages, seconds, supervised, lower
+            )
+    return methods
+
+
+METHODS: dict[str, QuickMethod] = discover_methods()
 # dataset -> phantom cases, default labelled setting (5 %), default methods, labeled-only seconds per iteration
 DATASETS: dict[str, dict[str, Any]] = {
     "acdc": {"name": "ACDC", "cases": 40, "setting": "lab3", "methods": ("ssnet", "mean_teacher"), "bound": 0.09},
     "la": {"name": "LA", "cases": 24, "setting": "lab4", "methods": ("action_la", "actionpp_la"), "bound": 0.17},
     "mnms": {"name": "M&Ms", "cases": 16, "setting": "targetD_5pct", "methods": ("epl", "epl_dual"), "bound": 0.3},
+    "busi": {
+        "name": "BUSI",
+        "cases": 24,
+        "setting": "seg_lab25pct",
+        "methods": ("epl_busi", "epl_busi_dual"),
+        "bound": 0.3,
+    },
 }
 # seconds of the fixed stages on 2 CPU cores (progress-bar weights only)
 DATA_SECONDS, START_SECONDS, EVALUATE_SECONDS = 10.0, 5.0, 8.0
@@ -122,13 +175,13 @@ def plan_runs(methods: Sequence[str], dataset: str | None = None) -> list[QuickR
             raise ValueError(f"quick-start method {method!r} trains on {spec.dataset}, not {dataset}; choose {known}.")
         if spec.bundle not in bounds:
             bounds[spec.bundle] = f"{method}_labeled_only"
-            label = f"labeled-only ({spec.label} recipe)"
+            label = f"{Path(spec.lower_bound).stem.replace('_', '-')} ({spec.label} recipe)"  # labeled-only
             seconds = (DATASETS[spec.dataset]["bound"],)
             bound = QuickRun(
                 bounds[spec.bundle],
                 label,
                 spec.bundle,
-                (("labeled_only.json",),),
+                ((spec.lower_bound,),),
                 seconds,
                 None,
                 spec.supervised_stages,
@@ -212,6 +265,20 @@ def _monai_run(
     return time.time() - start
 
 
+def phantom_data(dataset: str, out: Path, cases: int, size: int | None = None) -> Path:
+    """Generate (``test`` preset) and prepare phantom ``dataset`` under ``out`` unless done; the prepared folder."""
+    from .data.phantoms import generate
+    from .data.prepare import prepare
+
+    dataset = DATASETS.get(dataset, {}).get("phantom", dataset)  # BUSI detection: the BUSI phantoms' det lists
+    raw, prepared = out / f"phantom_{dataset}", out / f"{dataset}_prepared"
+    if not (raw / "semizoo_phantom.json").is_file():
+        generate(dataset, raw, cases=cases, seed=0, preset="test", **({"size": size} if dataset == "acdc" else {}))
+    if not (prepared / "prepare_report.json").is_file():
+        prepare(dataset, raw, prepared)
+    return prepared
+
+
 def run_quickstart(
     out: str | os.PathLike = "runs/quickstart",
     seeds: Sequence[int] = (0,),
@@ -232,9 +299,6 @@ def run_quickstart(
     Raises:
         ValueError: unknown dataset, or a method of another dataset.
     """
-    from .data.phantoms import generate
-    from .data.prepare import prepare
-
     if dataset not in DATASETS:
         raise ValueError(f"unknown quick-start dataset {dataset!r}; choose from {sorted(DATASETS)}.")
     defaults = DATASETS[dataset]
@@ -243,16 +307,12 @@ def run_quickstart(
     runs = plan_runs(defaults["methods"] if methods is None else methods, dataset)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    raw, prepared = out / f"phantom_{dataset}", out / f"{dataset}_prepared"
     log_interval = max(1, iterations // 40)
     work_per_run = [_run_work(run, iterations) for run in runs]
     progress = _Progress(DATA_SECONDS + len(seeds) * sum(work_per_run))
     started = time.time()
     progress.stage("phantom data")
-    if not (raw / "semizoo_phantom.json").is_file():
-        generate(dataset, raw, cases=cases, seed=0, preset="test", **({"size": size} if dataset == "acdc" else {}))
-    if not (prepared / "prepare_report.json").is_file():
-        prepare(dataset, raw, prepared)
+    prepared = phantom_data(dataset, out, cases, size)
     done = DATA_SECONDS
     progress.advance_to(done)
     results: dict[str, Any] = {
@@ -310,8 +370,14 @@ def _train_and_evaluate(
     progress: _Progress,
     done: float,
     results: dict[str, Any],
-) -> None:
-    """Train ``run``'s stages in order (a stage whose output exists is skipped), then evaluate both checkpoints."""
+    budget: Sequence[str] = ("quickstart.json",),
+) -> Path:
+    """Train ``run``'s stages in order (a stage whose output exists is skipped), then evaluate both checkpoints.
+
+    ``budget`` are the override configs of every stage (the CPU budget: ``quickstart.json``; ``()`` keeps the
+    bundle's own, paper, schedule and then ``iterations`` is only the progress bar's estimate). Returns the run's
+    folder.
+    """
     bundle = _bundle_dir(run.bundle)
     run_dir = out / f"{run.key}_seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -322,13 +388,13 @@ def _train_and_evaluate(
         "output_dir": str(run_dir / "eval"),
         "setting": setting,
         "seed": seed,
-        "max_iterations": iterations,
-        "log_interval": log_interval,
     }
+    if budget:
+        overrides.update({"max_iterations": iterations, "log_interval": log_interval})
     timing = run_dir / "train_seconds.txt"
     seconds, start = 0.0, done
     for index, (stage, step_seconds) in enumerate(zip(run.stages, run.step_seconds)):
-        configs = ["train.json", "quickstart.json", *stage]
+        configs = ["train.json", *budget, *stage]
         paths = [str(bundle / "configs" / c) for c in configs]
         default_output = str(Path(overrides["ckpt_dir"]) / "model_final.pt")  # single-stage bundles
         output = Path(_config_value_or(bundle, paths, overrides, "stage_output", default_output))
@@ -363,6 +429,7 @@ def _train_and_evaluate(
             _monai_run("evaluating", bundle, configs + ["evaluate.json"], eval_overrides, log)
         results["runs"].setdefault(run.key, {}).setdefault(checkpoint, []).append(json.loads(metrics.read_text()))
         progress.advance_to(start + (index + 1) * EVALUATE_SECONDS)
+    return run_dir
 
 
 def _fmt(stats: dict, scale: float = 1.0, digits: int = 2) -> str:

@@ -139,6 +139,7 @@ class DetectionReport:
             scores = corloc(preds, truths, self.iou_threshold, mode, self.score_threshold)
             result[f"corloc_{mode}"] = {
                 **_interval(np.asarray(scores["hits"]), self.n_resamples, self.seed),
+                "hits": [int(hit) for hit in scores["hits"]],  # per unit, for paired comparisons between models
                 "per_class": {self.class_names.get(c, str(c)): v for c, v in scores["per_class"].items()},
             }
         normal = [p for p, c in zip(preds, classes) if c == 0]
