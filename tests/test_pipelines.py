@@ -14,6 +14,7 @@ from itertools import combinations
 from pathlib import Path
 
 import h5py
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -34,6 +35,7 @@ from monai.transforms import (
 )
 from semizoo.data import HDF5Reader
 from semizoo.transforms import (
+    SliceFirstd,
     SSL4MISRandomGeneratord,
     UAMTRandCropd,
     acdc_eval_transforms,
@@ -127,11 +129,12 @@ def explicit_la_train(patch_size, labeled):
     )
 
 
-def explicit_eval(labeled):
+def explicit_eval(labeled, slice_first=False):
     keys = ["image", "label"] if labeled else "image"
+    layout = [SliceFirstd(keys=keys)] if slice_first else []
     return Compose(
         _load(*(["image", "label"] if labeled else ["image"]))
-        + [EnsureChannelFirstd(keys=keys, channel_dim="no_channel"), EnsureTyped(keys=keys)]
+        + [EnsureChannelFirstd(keys=keys, channel_dim="no_channel"), *layout, EnsureTyped(keys=keys)]
     )
 
 
@@ -237,22 +240,22 @@ def test_la_train_transforms_equal_the_explicit_sequence(la_volume, labeled):
     assert len({out["image"].numpy().tobytes() for out in outputs}) > 1
 
 
-@pytest.mark.parametrize("factory", [acdc_eval_transforms, la_eval_transforms])
+@pytest.mark.parametrize("factory, slice_first", [(acdc_eval_transforms, True), (la_eval_transforms, False)])
 @pytest.mark.parametrize("labeled", [True, False])
-def test_eval_transforms_equal_the_explicit_sequence(la_volume, factory, labeled):
+def test_eval_transforms_equal_the_explicit_sequence(la_volume, factory, slice_first, labeled):
     item = la_volume if labeled else {"image": la_volume["image"]}
-    (out,) = _compare(factory(labeled=labeled), explicit_eval(labeled), item, draws=1)
+    (out,) = _compare(factory(labeled=labeled), explicit_eval(labeled, slice_first), item, draws=1)
     assert isinstance(out["image"], MetaTensor) and out["image"].shape == (1, 30, 28, 20)  # meta kept for reports
     assert ("label" in out) == labeled
 
 
-@pytest.mark.parametrize("factory", [acdc_eval_transforms, la_eval_transforms])
-def test_eval_transforms_without_load_follow_an_explicit_loader(la_volume, factory):
+@pytest.mark.parametrize("factory, slice_first", [(acdc_eval_transforms, True), (la_eval_transforms, False)])
+def test_eval_transforms_without_load_follow_an_explicit_loader(la_volume, factory, slice_first):
     """inference.json: a visible LoadImaged (MONAI Deploy strips it), then the factory with ``load=False``."""
     tail = factory(labeled=False, load=False)
     assert type(tail.transforms[0]) is EnsureChannelFirstd
     nested = Compose([*_load("image"), tail])
-    _same(nested({"image": la_volume["image"]}), explicit_eval(False)({"image": la_volume["image"]}))
+    _same(nested({"image": la_volume["image"]}), explicit_eval(False, slice_first)({"image": la_volume["image"]}))
     tail = acdc_train_transforms([8, 8], load=False)
     assert not any(isinstance(t, LoadImaged) for t in tail.transforms)
 
@@ -415,7 +418,8 @@ def test_bundle_pipelines_instantiate_to_the_explicit_sequences(bundle, acdc_sli
     unlabeled = {k: v for k, v in item.items() if k != "label"}
     _compare(parser.get_parsed_content("train#preprocessing"), explicit_train(patch, True), item, draws=4)
     _compare(parser.get_parsed_content("train#unlabeled_preprocessing"), explicit_train(patch, False), unlabeled, 4)
-    _compare(parser.get_parsed_content("validate#preprocessing"), explicit_eval(True), la_volume, draws=1)
+    validation = explicit_eval(True, slice_first=ds == "acdc")
+    _compare(parser.get_parsed_content("validate#preprocessing"), validation, la_volume, draws=1)
 
 
 # LA validation schedule (val_interval, val_start): SS-Net's official one, unless the method's spec sets another
@@ -438,3 +442,49 @@ def test_la_bundles_validate_on_their_schedule(bundle):
 def test_multi_gpu_ranks_select_handlers_by_type(bundle):
     multi = _config(bundle, "multi_gpu_train.json")
     assert multi["train#trainer#train_handlers"] == "$semizoo.handlers.main_process_handlers(@train#handlers)"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# NIfTI volumes (MONAI Label, MONAI Deploy) in the ACDC bundles' slice-first layout, and back
+
+
+def _acdc_inference() -> Compose:
+    """inference.json's pipeline: a visible LoadImaged (HDF5Reader registered; MONAI's readers for NIfTI)."""
+    return Compose([*_load("image"), acdc_eval_transforms(labeled=False, load=False)])
+
+
+def test_nifti_volumes_become_slice_first_like_the_hdf5_files(tmp_path):
+    zyx = np.random.default_rng(3).random((4, 9, 7)).astype(np.float32)  # prepared ACDC h5: (Z, Y, X)
+    h5 = tmp_path / "case.h5"
+    with h5py.File(h5, "w") as handle:
+        handle["image"] = zyx
+    nifti = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(zyx.transpose(2, 1, 0), np.diag([1.5, 1.25, 8.0, 1.0])), str(nifti))  # (X, Y, Z)
+    from_h5 = _acdc_inference()({"image": str(h5)})["image"]
+    from_nifti = _acdc_inference()({"image": str(nifti)})["image"]
+    assert from_h5.shape == from_nifti.shape == (1, 4, 9, 7)
+    assert torch.equal(torch.as_tensor(from_h5), torch.as_tensor(from_nifti))
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".h5"])
+def test_acdc_inference_predictions_return_to_the_input_layout(tmp_path, suffix):
+    """``acdc_post_transforms(preprocessing)`` inverts the layout: a prediction saved for a NIfTI input is (X, Y, Z)."""
+    shape = (5, 6, 3) if suffix == ".nii.gz" else (3, 6, 5)
+    path = tmp_path / f"case{suffix}"
+    if suffix == ".h5":
+        with h5py.File(path, "w") as handle:
+            handle["image"] = np.zeros(shape, np.float32)
+    else:
+        nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))
+    preprocessing = _acdc_inference()
+    item = preprocessing({"image": str(path)})
+    assert item["image"].shape[1:] == (3, 6, 5)  # slice-first either way
+    logits = torch.zeros(4, 3, 6, 5)
+    logits[2, 0, 1:3, 2:4] = 1.0  # class 2 in slice 0, rows 1-2, columns 2-3 of the (Z, Y, X) layout
+    item["pred"] = logits
+    pred = acdc_post_transforms(preprocessing)(item)["pred"]
+    assert tuple(pred.shape[1:]) == shape
+    expected = torch.zeros(3, 6, 5)
+    expected[0, 1:3, 2:4] = 2
+    expected = expected.permute(2, 1, 0) if suffix == ".nii.gz" else expected
+    assert torch.equal(torch.as_tensor(pred[0]), expected)

@@ -21,7 +21,7 @@ import pytest
 import torch
 from bundle_data import prepared_phantoms
 from PIL import Image
-from semizoo.data import DatalistError, check_training_data, validate_datalist
+from semizoo.data import DataError, DatalistError, check_training_data, load_split, validate_datalist
 from semizoo.data.validate import bundle_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,3 +283,47 @@ def test_under_ddp_the_labeled_list_must_fill_the_global_batch(phantoms, tmp_pat
         DatalistError, match=f"labeled has {count} items, fewer than the labeled batch size {2 * count}"
     ):
         check_training_data(datalist, classes, count)
+
+
+def _in_memory_lists(datalist: Path) -> dict[str, list[dict]]:
+    """The training lists as a bundle's datasets hold them (paths joined), as MONAI Label passes its images."""
+    return {split: load_split(datalist, split) for split in ("labeled", "unlabeled", "validation")}
+
+
+def test_without_a_datalist_file_training_checks_the_lists_it_was_given(phantoms, tmp_path, caplog):
+    """MONAI Label overrides train#dataset#data/validate#dataset#data and has no datalist: those lists are checked."""
+    datalist = _copy(phantoms, tmp_path, "la")
+    lists = _in_memory_lists(datalist)
+    missing = tmp_path / "no_such" / "lab4.json"
+    classes = {"0": "background", "1": "left_atrium"}
+    count = len(lists["labeled"])
+    with caplog.at_level("WARNING"):
+        summary = check_training_data(missing, classes, count, lists={**lists, "unlabeled": []})
+    assert "the bundle's lists" in summary and f"'labeled': {len(lists['labeled'])}" in summary
+    assert f"{missing} does not exist" in caplog.text and "no unlabeled entries" in caplog.text
+    path = Path(lists["validation"][0]["image"])
+    with h5py.File(path, "a") as handle:
+        handle["label"][0, 0, 0] = 7
+    with pytest.raises(DatalistError, match=f"{path}: label values \\[7\\] outside the class set \\[0, 1\\]"):
+        check_training_data(missing, classes, count, lists=lists)
+    with pytest.raises(
+        DatalistError, match=f"labeled has {count} items, fewer than the labeled batch size {count + 1}"
+    ):
+        check_training_data(missing, classes, count + 1, lists=lists)
+    with pytest.raises(DataError, match="cannot read datalist"):
+        check_training_data(missing, classes, count)  # no lists: the missing datalist is the error
+
+
+def test_an_existing_datalist_is_checked_even_when_lists_are_given(phantoms, tmp_path):
+    datalist = _copy(phantoms, tmp_path, "acdc")
+    lists = _in_memory_lists(datalist)
+    path = _file(datalist, "labeled")
+    path.unlink()
+    with pytest.raises(DatalistError, match="file is missing"):
+        check_training_data(datalist, {"0": "a", "1": "b", "2": "c", "3": "d"}, 1, lists=lists)
+
+
+def test_a_missing_datalist_gives_no_unlabeled_list_only_where_allowed(tmp_path):
+    assert load_split(tmp_path / "absent.json", "unlabeled", missing_ok=True) == []
+    with pytest.raises(DataError, match="cannot read datalist"):
+        load_split(tmp_path / "absent.json", "labeled")

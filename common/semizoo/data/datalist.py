@@ -35,12 +35,16 @@ def load_split(
         datalist: a ``datalists/<setting>.json`` (or ``datalist.json``) file.
         key: ``labeled``, ``unlabeled``, ``validation`` or ``test``.
         base_dir: folder the relative paths start from; ``None``: the folder holding ``prepare_report.json``.
-        missing_ok: return ``[]`` with a WARNING when the list is absent (e.g. no unlabeled data).
+        missing_ok: return ``[]`` with a WARNING when the list or the datalist file is absent (no unlabeled data;
+            MONAI Label, which overrides ``train#dataset#data`` and has no datalist file).
 
     Raises:
         DataError: unreadable datalist, missing list (unless ``missing_ok``), or an entry without ``image``.
     """
     path = Path(datalist)
+    if missing_ok and not path.exists():
+        logger.warning("%s does not exist: no %r list, using none.", path, key)
+        return []
     try:
         content = json.loads(path.read_text())
     except OSError as error:

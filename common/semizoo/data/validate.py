@@ -228,53 +228,79 @@ def validate_datalist(
         labeled_batch_size = bundle_batch if labeled_batch_size is None else labeled_batch_size
     classes = classes if classes is not None else content.get("classes")
     problems: list[str] = []
-    if classes is None:
-        problems.append(f"{datalist}: no 'classes' in the datalist and no bundle given: cannot check label values")
-        class_set: set[int] = set()
-    else:
-        class_set = {int(c) for c in classes}
+    if classes is not None:
         listed = content.get("classes")
-        if listed is not None and {int(c) for c in listed} != class_set:
-            problems.append(f"{datalist}: datalist classes {sorted(map(int, listed))} != bundle's {sorted(class_set)}")
-    patients: dict[str, set[str]] = {}
-    counts = {}
+        if listed is not None and {int(c) for c in listed} != {int(c) for c in classes}:
+            problems.append(
+                f"{datalist}: datalist classes {sorted(map(int, listed))} != bundle's {sorted(int(c) for c in classes)}"
+            )
+    splits: dict[str, list[dict[str, Any]]] = {}
     for split in LISTS:
         try:
-            entries = load_split(datalist, split, missing_ok=split == "unlabeled")
+            splits[split] = load_split(datalist, split, missing_ok=split == "unlabeled")
         except DataError as error:
             problems.append(str(error))
-            continue
-        counts[split] = len(entries)
-        patients[split] = {_patient(entry) for entry in entries}
-        if split in read and class_set:
-            for entry in entries:
-                _check_entry(entry, split, class_set, problems)
-    applied = _disjointness(datalist, str(content.get("dataset")), patients, problems)
-    if labeled_batch_size is not None and counts.get("labeled", 0) < int(labeled_batch_size):
-        problems.append(
-            f"{datalist}: labeled has {counts.get('labeled', 0)} items, fewer than the labeled batch size "
-            f"{labeled_batch_size}"
-        )
-    if require_validation and counts.get("validation", 1) == 0:
-        problems.append(f"{datalist}: validation is empty: model selection needs validation cases")
-    if problems:
-        raise DatalistError(datalist, problems)
-    if counts.get("unlabeled", 0) == 0:
-        logger.warning("%s: no unlabeled entries: training falls back to labeled-only batches.", datalist)
-    if counts.get("validation", 1) == 0:
-        logger.warning("%s: no validation entries: usable for testing only, not for training.", datalist)
-    for rule in applied:
-        logger.info("%s: %s", datalist, rule)
+    counts = _check_lists(
+        datalist, splits, str(content.get("dataset")), classes, labeled_batch_size, read, require_validation, problems
+    )
     return f"{datalist}: {content.get('dataset')} {content.get('setting')} ok {counts}"
 
 
+def _check_lists(
+    name: str,
+    splits: Mapping[str, Sequence[Mapping[str, Any]]],
+    dataset: str,
+    classes: Mapping[str, Any] | Sequence[int] | None,
+    labeled_batch_size: int | None,
+    read: Sequence[str],
+    require_validation: bool,
+    problems: list[str],
+) -> dict[str, int]:
+    """The checks of the module docstring over ``splits`` (list → entries); raises :class:`DatalistError` naming
+    ``name`` with ``problems`` and every new one, else returns the list sizes."""
+    if classes is None:
+        problems.append(f"{name}: no 'classes' in the datalist and no bundle given: cannot check label values")
+    class_set = set() if classes is None else {int(c) for c in classes}
+    patients = {split: {_patient(entry) for entry in entries} for split, entries in splits.items()}
+    counts = {split: len(entries) for split, entries in splits.items()}
+    for split, entries in splits.items():
+        if split in read and class_set:
+            for entry in entries:
+                _check_entry(entry, split, class_set, problems)
+    applied = _disjointness(name, dataset, patients, problems)
+    if labeled_batch_size is not None and counts.get("labeled", 0) < int(labeled_batch_size):
+        problems.append(
+            f"{name}: labeled has {counts.get('labeled', 0)} items, fewer than the labeled batch size "
+            f"{labeled_batch_size}"
+        )
+    if require_validation and counts.get("validation", 1) == 0:
+        problems.append(f"{name}: validation is empty: model selection needs validation cases")
+    if problems:
+        raise DatalistError(name, problems)
+    if counts.get("unlabeled", 0) == 0:
+        logger.warning("%s: no unlabeled entries: training falls back to labeled-only batches.", name)
+    if counts.get("validation", 1) == 0:
+        logger.warning("%s: no validation entries: usable for testing only, not for training.", name)
+    for rule in applied:
+        logger.info("%s: %s", name, rule)
+    return counts
+
+
 def check_training_data(
-    datalist: str | os.PathLike, classes: Mapping[str, Any] | Sequence[int], labeled_batch_size: int
+    datalist: str | os.PathLike,
+    classes: Mapping[str, Any] | Sequence[int],
+    labeled_batch_size: int,
+    lists: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> str:
     """:func:`validate_datalist` at the start of training: the training lists' files, every list's patient IDs.
 
     ``labeled_batch_size`` is per process; under ``torch.distributed`` the labeled list must fill the global batch
     (times the world size).
+
+    ``lists``: the ``labeled``/``unlabeled``/``validation`` entries the run's datasets hold. When ``datalist`` does
+    not exist and these are given, they are checked instead (MONAI Label passes its datastore's images as
+    ``train#dataset#data`` and ``validate#dataset#data`` and has no datalist file); a datalist that exists is always
+    the one checked, test IDs included.
 
     The first expression of each bundle's ``run`` and ``training`` lists, so bad data stops the run before any
     component is built or file written (not ``initialize``: MONAI puts the bundle root on ``sys.path`` only for
@@ -284,6 +310,12 @@ def check_training_data(
 
     if dist.is_available() and dist.is_initialized():  # the loader draws one global batch for all ranks
         labeled_batch_size = int(labeled_batch_size) * dist.get_world_size()
+    if lists is not None and not Path(datalist).is_file():
+        name = "the bundle's lists (train#dataset#data, train#unlabeled_dataset#data, validate#dataset#data)"
+        splits = {split: list(lists.get(split) or []) for split in TRAINING_LISTS}
+        logger.warning("%s does not exist: checking %s instead.", os.fspath(datalist), name)
+        counts = _check_lists(name, splits, "", classes, labeled_batch_size, TRAINING_LISTS, True, [])
+        return f"{name}: ok {counts}"
     summary = validate_datalist(
         datalist, classes=classes, labeled_batch_size=labeled_batch_size, read=TRAINING_LISTS, require_validation=True
     )

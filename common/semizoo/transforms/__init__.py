@@ -18,6 +18,7 @@ from .epl import (
     percentile_min_max,
 )
 from .fourier import FourierAmplitudeSwapd, cutmix_box_mask, fourier_amplitude_swap
+from .layout import SliceFirstd
 from .pipelines import (
     acdc_eval_transforms,
     acdc_post_transforms,
@@ -32,6 +33,7 @@ from .spatial import SSL4MISRandomGeneratord, UAMTRandCropd
 from .wssdl import BoxesToTensord, WSSDLAugmentd, wssdl_transforms
 
 __all__ = [
+    "SliceFirstd",
     "SSL4MISRandomGeneratord",
     "UAMTRandCropd",
     "hdf5_load_transforms",

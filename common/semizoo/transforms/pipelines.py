@@ -20,8 +20,10 @@ Pipelines (keys ``image``/``label``; the HDF5 files come from ``semizoo prepare`
   ``OneOf(Flipd(axis 0), Flipd(axis 1))`` (UA-MT ``RandomRotFlip``), ``UAMTRandCropd(roi_size=patch_size)``,
   ``EnsureTyped(track_meta=False)``.
 - eval (validation, test, inference; both datasets): ``LoadImaged`` per key, ``EnsureChannelFirstd(no_channel)``,
-  ``EnsureTyped`` (meta data kept for the reports and ``SaveImaged``).
-- post: ``AsDiscreted(argmax)``; LA optionally ``KeepLargestConnectedComponentd`` (evaluation.md's LCC).
+  (ACDC: ``SliceFirstd``, which turns NIfTI ``(X, Y, Z)`` volumes into the HDF5 files' ``(Z, Y, X)``), ``EnsureTyped``
+  (meta data kept for the reports and ``SaveImaged``).
+- post: ``AsDiscreted(argmax)``; LA optionally ``KeepLargestConnectedComponentd`` (evaluation.md's LCC); ACDC at
+  inference ``Invertd`` of the pipeline (predictions in the input file's layout).
 
 ``labeled=False`` (the unlabelled stream, inference) loads and types ``image`` only; the random spatial transforms
 name both keys with ``allow_missing_keys`` in either stream (a missing label is skipped).
@@ -38,6 +40,7 @@ from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     Flipd,
+    Invertd,
     KeepLargestConnectedComponentd,
     LoadImaged,
     OneOf,
@@ -47,6 +50,7 @@ from monai.transforms import (
 from monai.utils import ensure_tuple
 
 from ..data.hdf5 import HDF5Reader
+from .layout import SliceFirstd
 from .spatial import SSL4MISRandomGeneratord, UAMTRandCropd
 
 __all__ = [
@@ -151,22 +155,26 @@ def la_train_transforms(patch_size: Sequence[int] = (112, 112, 80), labeled: boo
     )
 
 
-def _eval_transforms(labeled: bool, load: bool) -> Compose:
+def _eval_transforms(labeled: bool, load: bool, slice_first: bool = False) -> Compose:
     keys = _keys(labeled)
+    layout = [SliceFirstd(keys=keys)] if slice_first else []
     return Compose(
         (hdf5_load_transforms(keys) if load else [])
-        + [EnsureChannelFirstd(keys=keys, channel_dim="no_channel"), EnsureTyped(keys=keys)]
+        + [EnsureChannelFirstd(keys=keys, channel_dim="no_channel")]
+        + layout
+        + [EnsureTyped(keys=keys)]
     )
 
 
 def acdc_eval_transforms(labeled: bool = True, load: bool = True) -> Compose:
-    """ACDC validation/test volumes (the slice-wise inferer resizes): load, add the channel, keep meta data.
+    """ACDC validation/test volumes (the slice-wise inferer resizes): load, add the channel, put NIfTI volumes
+    slice-first (:class:`SliceFirstd`, as MONAI Label sends them), keep meta data.
 
     Args:
         labeled: load ``label`` too (``False`` for inference).
         load: start with the HDF5 ``LoadImaged`` per key (``inference.json`` writes its own, for MONAI Deploy).
     """
-    return _eval_transforms(labeled, load)
+    return _eval_transforms(labeled, load, slice_first=True)
 
 
 def la_eval_transforms(labeled: bool = True, load: bool = True) -> Compose:
@@ -179,9 +187,15 @@ def la_eval_transforms(labeled: bool = True, load: bool = True) -> Compose:
     return _eval_transforms(labeled, load)
 
 
-def acdc_post_transforms() -> Compose:
-    """ACDC predictions: ``AsDiscreted(pred, argmax)``; no post-processing (SSL4MIS)."""
-    return Compose([AsDiscreted(keys="pred", argmax=True)])
+def acdc_post_transforms(preprocessing: Compose | None = None) -> Compose:
+    """ACDC predictions: ``AsDiscreted(pred, argmax)``; no post-processing (SSL4MIS).
+
+    Args:
+        preprocessing: the inference pipeline; when given, ``Invertd`` then puts each prediction back into its
+            input file's layout (NIfTI inputs were made slice-first), as ``inference.json`` does before saving.
+    """
+    inverse = [] if preprocessing is None else [Invertd("pred", preprocessing, orig_keys="image", to_tensor=True)]
+    return Compose([AsDiscreted(keys="pred", argmax=True), *inverse])
 
 
 def la_post_transforms(largest_component: bool = False) -> Compose:
