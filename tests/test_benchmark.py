@@ -213,3 +213,25 @@ def test_cpu_peak_memory_comes_from_fresh_processes_and_sees_the_bigger_step(tmp
         assert result["peak_reset"] is True and result["steps"] == 1
         assert 0 < result["peak_mib"] <= result["peak_rss_mib"] and result["rss_before_mib"] > 0
     assert peaks["method"]["peak_mib"] > peaks["labeled_only"]["peak_mib"], peaks
+
+
+def test_a_stopped_benchmark_keeps_the_records_it_finished(tmp_path, monkeypatch):
+    """Results are written after every record, so a run killed midway (here: the second record fails hard) leaves
+    the first one in benchmark.json/benchmark.md, marked partial."""
+    import semizoo.benchmark as benchmark
+
+    calls = []
+
+    def record(root, stage, shape, *args):
+        calls.append(shape)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {"bundle": root.name, "stage": stage or "train.json", "shape": shape, "error": "not measured here"}
+
+    monkeypatch.setattr(benchmark, "_training_record", record)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(bundles=[str(MEAN_TEACHER)], out=tmp_path / "out", inference=False)
+    saved = json.loads((tmp_path / "out" / "benchmark.json").read_text())
+    assert saved["complete"] is False and [r["shape"] for r in saved["training"]] == ["cpu"]
+    assert (tmp_path / "out" / "benchmark.md").read_text().startswith("**Partial:**")
+    assert not list((tmp_path / "out").glob(".*.partial"))

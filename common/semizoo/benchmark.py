@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -233,6 +234,7 @@ def run_benchmark(
         "ckpt": ckpt,
     }
     results: dict[str, Any] = {"machine": _machine(), "settings": settings, "training": [], "inference": []}
+    results["complete"] = False  # the files in ``out`` are rewritten after every record, so a killed run keeps them
     with tempfile.TemporaryDirectory(prefix="semizoo-bench-") as scratch:
         phantom_root = Path(phantoms) if phantoms else (Path(out) / "phantoms" if out else Path(scratch) / "phantoms")
         options = {**settings, "framework": framework, "memory": memory, "data_wait": data_wait}
@@ -245,12 +247,15 @@ def run_benchmark(
                     earlier = [config_files(root, shape, overrides, s) for s in stages[:index]]
                     _progress(f"{root.name}, stage {stage or 'train.json'}, {shape} shape")
                     results["training"].append(_training_record(root, stage, shape, options, workdir, earlier))
+                    _save(results, out)
                 if inference:
                     _progress(f"{root.name}, inference, {shape} shape")
                     record = _inference_record(root, shape, options, workdir / "inference")
                     if record is not None:
                         results["inference"].append(record)
-    _write(results, out)
+                        _save(results, out)
+    results["complete"] = True
+    print(_save(results, out))
     return results
 
 
@@ -264,12 +269,18 @@ def _machine() -> dict[str, Any]:
     return machine()
 
 
-def _write(results: dict[str, Any], out: str | Path | None) -> None:
+def _save(results: dict[str, Any], out: str | Path | None) -> str:
+    """Write ``benchmark.json`` and ``benchmark.md`` to ``out`` (each atomically, via a temporary file); the table."""
     from .benchmark_report import markdown
 
     table = markdown(results)
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "benchmark.json").write_text(json.dumps(results, indent=4, default=str) + "\n")
-        (Path(out) / "benchmark.md").write_text(table)
-    print(table)
+        for name, text in (
+            ("benchmark.json", json.dumps(results, indent=4, default=str) + "\n"),
+            ("benchmark.md", table),
+        ):
+            partial = Path(out) / f".{name}.partial"
+            partial.write_text(text)
+            os.replace(partial, Path(out) / name)
+    return table

@@ -115,7 +115,8 @@ def markdown(results: Mapping[str, Any]) -> str:
         else "peak RSS of a fresh process over 2 steps (after a warm-up step and malloc_trim; peak mark reset) minus "
         "its RSS just before them"
     )
-    lines = [
+    partial = [] if results.get("complete", True) else ["**Partial:** the run had not finished (or was stopped).", ""]
+    lines = partial + [
         "Training step, side by side in one process: median seconds per iteration after warm-up on one fixed random "
         "batch; ratio = method / labeled-only step (same network and batch); MiB = " + memory + "; framework "
         "overhead = the bundle's trainer (handlers that need neither data nor disk kept) / a plain PyTorch loop "
