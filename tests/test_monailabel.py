@@ -39,8 +39,9 @@ BUNDLES = sorted(
     if (p / "configs" / "inference.json").is_file() and "monai_label" not in EXEMPTIONS.get(p.name, {})
 )
 SETTINGS = {"acdc": "lab3", "la": "lab4", "busi": "seg_lab25pct"}
-# bundles whose train.json reads what MONAI Label's datastore holds (3D NIfTI image/label pairs)
-TRAINABLE = [b for b in BUNDLES if dataset_of(b) == "la" and not b.startswith("action")]
+# bundles whose train.json trains on what MONAI Label's datastore holds (3D NIfTI image/label pairs; the 2D ACDC
+# bundles draw a random slice per item). ACTION's train.json is a later stage that starts from its pre-training.
+TRAINABLE = [b for b in BUNDLES if dataset_of(b) in ("acdc", "la") and not b.startswith("action")]
 
 pytestmark = pytest.mark.slow
 
@@ -133,26 +134,36 @@ class _SmokeTrainTask(BundleTrainTask):
         return overrides
 
 
-def _local_datastore(data: Path, folder: Path, count: int) -> LocalDatastore:
-    """MONAI Label's own datastore over ``count`` LA cases as NIfTI: images in ``folder``, labels in labels/final."""
-    datalist = json.loads((data / "datalists" / f"{SETTINGS['la']}.json").read_text())
-    entries = (datalist["labeled"] + datalist["validation"] + datalist["unlabeled"])[:count]
+def _local_datastore(data: Path, dataset: str, folder: Path, count: int) -> LocalDatastore:
+    """MONAI Label's own datastore over ``count`` volumes as NIfTI (X, Y, Z): images in ``folder``, labels in
+    labels/final."""
+    datalist = json.loads((data / "datalists" / f"{SETTINGS[dataset]}.json").read_text())
+    entries = [e for split in ("labeled", "validation", "unlabeled", "test") for e in datalist.get(split, [])]
     (folder / "labels" / "final").mkdir(parents=True)
+    written = 0
     for entry in entries:
         with h5py.File(data / entry["image"], "r") as handle:
+            if handle["image"].ndim != 3 or "label" not in handle:
+                continue  # ACDC's labeled entries are 2D slices of volumes listed elsewhere
             image, label = handle["image"][()].astype(np.float32), handle["label"][()].astype(np.uint8)
+        if dataset == "acdc":  # prepared ACDC is (Z, Y, X)
+            image, label = image.transpose(2, 1, 0), label.transpose(2, 1, 0)
         name = f"{Path(entry['image']).stem}.nii.gz"
         nib.save(nib.Nifti1Image(image, np.eye(4)), str(folder / name))
         nib.save(nib.Nifti1Image(label, np.eye(4)), str(folder / "labels" / "final" / name))
+        written += 1
+        if written == count:
+            break
     return LocalDatastore(str(folder))
 
 
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_bundle_train_task_trains_on_datastore_pairs_without_unlabeled_data(name, tmp_path, phantom_root, capfd):
-    data = prepared_phantoms(phantom_root, "la")
+    dataset = dataset_of(name)
+    data = prepared_phantoms(phantom_root, dataset)
     bundle = _scratch_bundle(name, tmp_path)
     (bundle / "models" / "model.pt").unlink()  # a first training: nothing to start from
-    datastore = _local_datastore(data, tmp_path / "datastore", 5)
+    datastore = _local_datastore(data, dataset, tmp_path / "datastore", 5)
     assert len(datastore.datalist()) == 5
     task = _SmokeTrainTask(str(bundle), conf={})
     assert task.is_valid()

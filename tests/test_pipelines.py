@@ -35,6 +35,7 @@ from monai.transforms import (
 )
 from semizoo.data import HDF5Reader
 from semizoo.transforms import (
+    RandVolumeSliced,
     SliceFirstd,
     SSL4MISRandomGeneratord,
     UAMTRandCropd,
@@ -89,6 +90,8 @@ def explicit_acdc_train(patch_size, labeled):
         _load(*(["image", "label"] if labeled else ["image"]))
         + [
             EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
+            SliceFirstd(keys=keys),
+            RandVolumeSliced(keys=["image", "label"]),
             SSL4MISRandomGeneratord(keys=["image", "label"], output_size=patch_size, allow_missing_keys=True),
             EnsureTyped(keys=keys, track_meta=False),
         ]
@@ -103,7 +106,8 @@ def explicit_acdc_resize(patch_size, labeled):
         resize.append(Resized(keys="label", spatial_size=tuple(patch_size), mode="nearest"))
     return Compose(
         _load(*(["image", "label"] if labeled else ["image"]))
-        + [EnsureChannelFirstd(keys=keys, channel_dim="no_channel")]
+        + [EnsureChannelFirstd(keys=keys, channel_dim="no_channel"), SliceFirstd(keys=keys)]
+        + [RandVolumeSliced(keys=["image", "label"])]
         + resize
         + [EnsureTyped(keys=keys, track_meta=False)]
     )
@@ -488,3 +492,23 @@ def test_acdc_inference_predictions_return_to_the_input_layout(tmp_path, suffix)
     expected[0, 1:3, 2:4] = 2
     expected = expected.permute(2, 1, 0) if suffix == ".nii.gz" else expected
     assert torch.equal(torch.as_tensor(pred[0]), expected)
+
+
+@pytest.mark.parametrize("factory", [acdc_train_transforms, acdc_resize_transforms])
+def test_acdc_training_takes_one_random_slice_of_a_nifti_volume(tmp_path, factory):
+    """MONAI Label trains 2D bundles on volumes: each draw is one slice z of the (Z, Y, X) volume, image and label
+    from the same z; the prepared 2D slice of that z gives the same item (shown with one slice per volume)."""
+    zyx = np.stack([np.full((9, 7), z + 1, np.float32) for z in range(4)])  # slice z holds the value z + 1
+    image, label = tmp_path / "case.nii.gz", tmp_path / "case_gt.nii.gz"
+    nib.save(nib.Nifti1Image(zyx.transpose(2, 1, 0), np.eye(4)), str(image))
+    nib.save(nib.Nifti1Image(zyx.transpose(2, 1, 0).astype(np.uint8), np.eye(4)), str(label))
+    pipeline = factory([9, 7])
+    pipeline.set_random_state(seed=0)
+    drawn = set()
+    for _ in range(12):
+        out = pipeline({"image": str(image), "label": str(label)})
+        assert out["image"].shape == out["label"].shape == (1, 9, 7)
+        values = set(np.unique(np.asarray(out["image"])).tolist()) - {0.0}  # rotations may fill zeros
+        assert len(values) == 1 and values == set(np.unique(np.asarray(out["label"])).tolist()) - {0}
+        drawn |= values
+    assert drawn == {1.0, 2.0, 3.0, 4.0}

@@ -18,7 +18,7 @@ from .epl import (
     percentile_min_max,
 )
 from .fourier import FourierAmplitudeSwapd, cutmix_box_mask, fourier_amplitude_swap
-from .layout import SliceFirstd
+from .layout import RandVolumeSliced, SliceFirstd
 from .pipelines import (
     acdc_eval_transforms,
     acdc_post_transforms,
@@ -34,6 +34,7 @@ from .wssdl import BoxesToTensord, WSSDLAugmentd, wssdl_transforms
 
 __all__ = [
     "SliceFirstd",
+    "RandVolumeSliced",
     "SSL4MISRandomGeneratord",
     "UAMTRandCropd",
     "hdf5_load_transforms",

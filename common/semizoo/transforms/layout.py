@@ -1,10 +1,13 @@
-"""``SliceFirstd``: volumes from NIfTI/NRRD files in the slice-first layout of the prepared HDF5 files.
+"""Volumes from NIfTI/NRRD files in the slice-first layout of the prepared HDF5 files, and 2D slices of them.
 
 The prepared ACDC files keep SSL4MIS's ``(Z, Y, X)`` arrays (SimpleITK order), which the 2D bundles slice along the
 first spatial axis. NIfTI and NRRD readers (MONAI's, and so MONAI Label and MONAI Deploy, which send NIfTI) give
 ``(X, Y, Z)``. This transform reverses the spatial axes of items read from any non-HDF5 file, leaves HDF5 items as
 they are, and records which it did, so ``Invertd`` puts predictions back into the input file's layout before saving.
 The affine in the meta data stays the source file's: the data and affine agree again once inverted.
+
+``RandVolumeSliced`` lets the 2D ACDC bundles train on whole volumes, which is what MONAI Label sends
+(bundle-checklist.md §7): a 3D item becomes one random slice along its first spatial axis, a 2D slice passes as is.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from typing import Any, Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import InvertibleTransform, MapTransform
+from monai.transforms import InvertibleTransform, MapTransform, Randomizable
 from monai.utils import TraceKeys
 
 from ..data.hdf5 import H5_SUFFIXES
 
-__all__ = ["SliceFirstd", "is_hdf5_item"]
+__all__ = ["SliceFirstd", "RandVolumeSliced", "is_hdf5_item"]
 
 
 def is_hdf5_item(item: Any) -> bool:
@@ -56,4 +59,31 @@ class SliceFirstd(MapTransform, InvertibleTransform):
             transform = self.pop_transform(d[key])
             if transform[TraceKeys.EXTRA_INFO]["reversed"]:
                 d[key] = self._reverse(d[key])
+        return d
+
+
+class RandVolumeSliced(Randomizable, MapTransform):
+    """One random slice of channel-first volumes: ``(C, Z, Y, X) → (C, Y, X)``, the same ``z`` for every key;
+    2D items ``(C, Y, X)`` pass unchanged and draw nothing.
+
+    Args:
+        keys: keys to slice (``image``, ``label``); they share the first spatial size.
+        allow_missing_keys: skip absent keys (unlabeled items have no label).
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = True) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self._index = 0
+
+    def randomize(self, depth: int) -> None:
+        self._index = int(self.R.randint(depth))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if not keys or d[keys[0]].ndim != 4:
+            return d
+        self.randomize(d[keys[0]].shape[1])
+        for key in keys:
+            d[key] = d[key][:, self._index]
         return d

@@ -15,7 +15,9 @@ a shared JSON outside the bundle folder. The factories return plain MONAI ``Comp
 Pipelines (keys ``image``/``label``; the HDF5 files come from ``semizoo prepare``):
 
 - ACDC train: ``LoadImaged`` per key (:func:`hdf5_load_transforms`), ``EnsureChannelFirstd(no_channel)``,
-  ``SSL4MISRandomGeneratord(output_size=patch_size)`` (SSL4MIS ``RandomGenerator``), ``EnsureTyped(track_meta=False)``.
+  ``SliceFirstd`` and ``RandVolumeSliced`` (both no-ops on the prepared 2D slices; a NIfTI volume from MONAI Label
+  becomes one random slice), ``SSL4MISRandomGeneratord(output_size=patch_size)`` (SSL4MIS ``RandomGenerator``),
+  ``EnsureTyped(track_meta=False)``; ACTION's resize variant has the same head.
 - LA train: ``LoadImaged`` per key, ``EnsureChannelFirstd(no_channel)``, ``RandRotate90d(prob=0.75, max_k=3)`` and
   ``OneOf(Flipd(axis 0), Flipd(axis 1))`` (UA-MT ``RandomRotFlip``), ``UAMTRandCropd(roi_size=patch_size)``,
   ``EnsureTyped(track_meta=False)``.
@@ -50,7 +52,7 @@ from monai.transforms import (
 from monai.utils import ensure_tuple
 
 from ..data.hdf5 import HDF5Reader
-from .layout import SliceFirstd
+from .layout import RandVolumeSliced, SliceFirstd
 from .spatial import SSL4MISRandomGeneratord, UAMTRandCropd
 
 __all__ = [
@@ -70,6 +72,11 @@ _SPATIAL_KEYS = ["image", "label"]
 
 def _keys(labeled: bool) -> list[str]:
     return ["image", "label"] if labeled else ["image"]
+
+
+def _acdc_slices(keys: list[str]) -> list:
+    """Prepared 2D slices pass; NIfTI volumes (MONAI Label) turn slice-first, then one random slice is drawn."""
+    return [SliceFirstd(keys=keys), RandVolumeSliced(keys=_SPATIAL_KEYS)]
 
 
 def hdf5_load_transforms(keys: KeysCollection = ("image", "label")) -> list[LoadImaged]:
@@ -102,6 +109,7 @@ def acdc_train_transforms(patch_size: Sequence[int] = (256, 256), labeled: bool 
         (hdf5_load_transforms(keys) if load else [])
         + [
             EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
+            *_acdc_slices(keys),
             SSL4MISRandomGeneratord(keys=_SPATIAL_KEYS, output_size=patch_size, allow_missing_keys=True),
             EnsureTyped(keys=keys, track_meta=False),
         ]
@@ -124,6 +132,7 @@ def acdc_resize_transforms(patch_size: Sequence[int] = (256, 256), labeled: bool
     return Compose(
         (hdf5_load_transforms(keys) if load else [])
         + [EnsureChannelFirstd(keys=keys, channel_dim="no_channel")]
+        + _acdc_slices(keys)
         + resize
         + [EnsureTyped(keys=keys, track_meta=False)]
     )
