@@ -1,11 +1,20 @@
-"""Prepared phantom datasets shared by the bundle harness (session-scoped, built once per test run)."""
+"""Prepared phantom datasets shared by the bundle harness (session-scoped, built once per test run), and scratch
+bundles with random weights for the ecosystem tests (MONAI Label, MONAI Deploy)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from monai.transforms import Compose, SaveImaged
 from semizoo.data.phantoms import generate
 from semizoo.data.prepare import prepare
+
+REPO = Path(__file__).resolve().parents[1]
 
 # bundle name prefix -> dataset
 DATASET_OF_BUNDLE = {"_acdc_": "acdc", "_la_": "la", "_mnms_": "mnms", "_busi_": "busi", "_bus_": "busi"}
@@ -25,3 +34,38 @@ def prepared_phantoms(root: Path, dataset: str) -> Path:
         generate(dataset, raw, seed=0, preset="test")
         prepare(dataset, raw, out)
     return out
+
+
+def scratch_bundle(name: str, root: Path) -> Path:
+    """A copy of bundle ``name`` under ``root`` with the smoke values of ``smoke.json`` written into its inference
+    and training configs (as a user edits a bundle) and seeded random weights of ``network_def`` in model.pt."""
+    bundle = root / name
+    shutil.copytree(REPO / "bundles" / name, bundle, ignore=shutil.ignore_patterns("eval", "*.pt", "*.ts"))
+    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
+    for config in ("inference.json", "train.json"):
+        path = bundle / "configs" / config
+        content = json.loads(path.read_text())
+        content.update({k: v for k, v in smoke.items() if "#" not in k and k in content})
+        path.write_text(json.dumps(content, indent=4) + "\n")
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+    return bundle
+
+
+def bundle_prediction(bundle: Path, image: str | Path) -> np.ndarray:
+    """The bundle's own inference pipeline (inference.json without SaveImaged, models/model.pt) on ``image``: the
+    label map without its channel axis."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"], parser["device"] = str(bundle), "$torch.device('cpu')"
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    network.eval()
+    item = parser.get_parsed_content("preprocessing")({"image": str(image)})
+    with torch.no_grad():
+        item["pred"] = parser.get_parsed_content("inferer")(item["image"][None], network)[0]
+    post = parser.get_parsed_content("postprocessing")
+    post = Compose([t for t in post.transforms if not isinstance(t, SaveImaged)])
+    return np.asarray(post(item)["pred"])[0]

@@ -22,6 +22,7 @@ TOOLS = {
     "quickstart",
     "reproduce",
     "benchmark",
+    *(f"benchmark_{part}" for part in ("build", "data", "inference", "memory", "report", "steps")),
     "diagnostics",
     "convert",
     "fetch",

@@ -15,7 +15,6 @@ network), as a MONAI Label user edits a bundle's configs.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import h5py
@@ -24,9 +23,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from bundle_data import dataset_of, prepared_phantoms
-from monai.bundle import ConfigParser
-from monai.transforms import Compose, SaveImaged
+from bundle_data import bundle_prediction, dataset_of, prepared_phantoms, scratch_bundle
 from monailabel.datastore.local import LocalDatastore
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
@@ -51,24 +48,6 @@ def phantom_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("phantoms")
 
 
-def _scratch_bundle(name: str, root: Path) -> Path:
-    """A copy of bundle ``name`` with the smoke values written into its configs and random weights in model.pt."""
-    bundle = root / name
-    shutil.copytree(REPO / "bundles" / name, bundle, ignore=shutil.ignore_patterns("eval", "*.pt", "*.ts"))
-    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
-    for config in ("inference.json", "train.json"):
-        path = bundle / "configs" / config
-        content = json.loads(path.read_text())
-        content.update({k: v for k, v in smoke.items() if "#" not in k and k in content})
-        path.write_text(json.dumps(content, indent=4) + "\n")
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    torch.manual_seed(0)
-    network = parser.get_parsed_content("network_def")
-    torch.save(network.state_dict(), bundle / "models" / "model.pt")
-    return bundle
-
-
 def _first_case(data: Path, dataset: str, split: str) -> dict:
     datalist = json.loads((data / "datalists" / f"{SETTINGS[dataset]}.json").read_text())
     return {k: str(data / v) if k in ("image", "label") else v for k, v in datalist[split][0].items()}
@@ -86,28 +65,11 @@ def _as_monai_label_file(case: dict, dataset: str, folder: Path) -> Path:
     return path
 
 
-def _bundle_prediction(bundle: Path, case: dict) -> np.ndarray:
-    """The bundle's own inference pipeline (inference.json without SaveImaged) on the prepared file."""
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser["bundle_root"], parser["device"] = str(bundle), "$torch.device('cpu')"
-    network = parser.get_parsed_content("network_def")
-    network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
-    network.eval()
-    preprocessing = parser.get_parsed_content("preprocessing")
-    item = preprocessing({"image": case["image"]})
-    with torch.no_grad():
-        item["pred"] = parser.get_parsed_content("inferer")(item["image"][None], network)[0]
-    post = parser.get_parsed_content("postprocessing")
-    post = Compose([t for t in post.transforms if not isinstance(t, SaveImaged)])
-    return np.asarray(post(item)["pred"])[0]
-
-
 @pytest.mark.parametrize("name", BUNDLES)
 def test_bundle_infer_task_matches_the_bundle_pipeline(name, tmp_path, phantom_root):
     dataset = dataset_of(name)
     data = prepared_phantoms(phantom_root, dataset)
-    bundle = _scratch_bundle(name, tmp_path)
+    bundle = scratch_bundle(name, tmp_path)
     task = BundleInferTask(str(bundle), conf={})
     assert task.is_valid()
     metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
@@ -119,7 +81,7 @@ def test_bundle_infer_task_matches_the_bundle_pipeline(name, tmp_path, phantom_r
     result_file, _ = task({"image": str(image), "device": "cpu", "result_extension": ".nii.gz"})
     served = np.asarray(nib.load(result_file).dataobj)
     served = served[0] if dataset == "busi" else served  # MONAI Label writes 2D results as (1, W, H)
-    expected = _bundle_prediction(bundle, case)
+    expected = bundle_prediction(bundle, case["image"])
     expected = expected.transpose(2, 1, 0) if dataset == "acdc" else expected  # into the NIfTI's (X, Y, Z)
     assert served.shape == expected.shape
     assert set(np.unique(served)) <= {int(k) for k in channels}
@@ -161,7 +123,7 @@ def _local_datastore(data: Path, dataset: str, folder: Path, count: int) -> Loca
 def test_bundle_train_task_trains_on_datastore_pairs_without_unlabeled_data(name, tmp_path, phantom_root, capfd):
     dataset = dataset_of(name)
     data = prepared_phantoms(phantom_root, dataset)
-    bundle = _scratch_bundle(name, tmp_path)
+    bundle = scratch_bundle(name, tmp_path)
     (bundle / "models" / "model.pt").unlink()  # a first training: nothing to start from
     datastore = _local_datastore(data, dataset, tmp_path / "datastore", 5)
     assert len(datastore.datalist()) == 5

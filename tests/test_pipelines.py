@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 from bundle_data import dataset_of
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
@@ -29,6 +30,7 @@ from monai.transforms import (
     Flipd,
     KeepLargestConnectedComponentd,
     LoadImaged,
+    MapTransform,
     OneOf,
     RandRotate90d,
     Resized,
@@ -512,3 +514,21 @@ def test_acdc_training_takes_one_random_slice_of_a_nifti_volume(tmp_path, factor
         assert len(values) == 1 and values == set(np.unique(np.asarray(out["label"])).tolist()) - {0}
         drawn |= values
     assert drawn == {1.0, 2.0, 3.0, 4.0}
+
+
+EXEMPT = yaml.safe_load((Path(__file__).parent / "bundle_exemptions.yml").read_text()) or {}
+
+
+@pytest.mark.parametrize(
+    "bundle", [b for b in BUNDLES if b.endswith("_segmentation") and "monai_deploy" not in EXEMPT.get(b, {})]
+)
+def test_inference_pipelines_are_flat_dict_pipelines_for_monai_deploy(bundle):
+    """MONAI Deploy's bundle operator drops transforms named LoadImage*/SaveImage* and applies the rest to the input
+    dictionary only if the first one left is a MapTransform (else to the bare image): every step must be one."""
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "inference.json"))
+    for key in ("preprocessing", "postprocessing"):
+        steps = [
+            t for t in parser.get_parsed_content(key).transforms if not type(t).__name__.startswith(("Load", "Save"))
+        ]
+        assert steps and all(isinstance(t, MapTransform) for t in steps), (bundle, key, [type(t) for t in steps])

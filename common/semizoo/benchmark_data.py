@@ -29,15 +29,11 @@ def dataset_of(configs: Sequence[str]) -> str:
 
 
 def prepared_phantoms(root: Path, dataset: str) -> Path:
-    """The ``test`` preset phantoms of ``dataset``, generated and prepared under ``root`` (reused when present)."""
-    from .data.phantoms import generate
-    from .data.prepare import prepare
+    """The quick start's phantoms of ``dataset`` (its number of cases, which the cpu-shape configs' labelled
+    batches need), generated and prepared under ``root`` (reused when present)."""
+    from .quickstart import DATASETS, phantom_data
 
-    raw, out = Path(root) / f"{dataset}_raw", Path(root) / f"{dataset}_prepared"
-    if not (out / "prepare_report.json").is_file():
-        generate(dataset, raw, seed=0, preset="test")
-        prepare(dataset, raw, out)
-    return out
+    return phantom_data(dataset, Path(root), DATASETS[dataset]["cases"])
 
 
 def _endless(loader: Iterable) -> Iterator[Any]:

@@ -33,7 +33,7 @@ name both keys with ``allow_missing_keys`` in either stream (a missing label is 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from monai.config import KeysCollection
 from monai.transforms import (
@@ -56,6 +56,7 @@ from .layout import RandVolumeSliced, SliceFirstd
 from .spatial import SSL4MISRandomGeneratord, UAMTRandCropd
 
 __all__ = [
+    "flat_compose",
     "hdf5_load_transforms",
     "acdc_train_transforms",
     "acdc_resize_transforms",
@@ -77,6 +78,17 @@ def _keys(labeled: bool) -> list[str]:
 def _acdc_slices(keys: list[str]) -> list:
     """Prepared 2D slices pass; NIfTI volumes (MONAI Label) turn slice-first, then one random slice is drawn."""
     return [SliceFirstd(keys=keys), RandVolumeSliced(keys=_SPATIAL_KEYS)]
+
+
+def flat_compose(transforms: Sequence[Callable]) -> Compose:
+    """``Compose(transforms)`` with nested ``Compose`` objects (the factories here) flattened into one level.
+
+    ``inference.json``'s ``preprocessing`` and ``postprocessing`` use it: MONAI Deploy's bundle operator strips
+    ``LoadImage*``/``SaveImage*`` and applies the rest to the input dictionary only when the first remaining transform
+    is a ``MapTransform``; a nested factory ``Compose`` would be first, and the pipeline would be applied to the bare
+    image. MONAI Label and ``monai.bundle run`` see the same transforms either way.
+    """
+    return Compose(list(transforms)).flatten()
 
 
 def hdf5_load_transforms(keys: KeysCollection = ("image", "label")) -> list[LoadImaged]:
