@@ -69,3 +69,25 @@ def bundle_prediction(bundle: Path, image: str | Path) -> np.ndarray:
     post = parser.get_parsed_content("postprocessing")
     post = Compose([t for t in post.transforms if not isinstance(t, SaveImaged)])
     return np.asarray(post(item)["pred"])[0]
+
+
+def rank_states_config(path: Path) -> Path:
+    """An override config (at ``path``) whose ``finalize`` saves each DDP rank's network as ``rank<r>.pt``."""
+    finalize = [
+        "$torch.save(@network_def.state_dict(), @bundle_root + f'/rank{dist.get_rank()}.pt')",
+        "$dist.is_initialized() and dist.destroy_process_group()",
+    ]
+    path.write_text(json.dumps({"finalize": finalize}))
+    return path
+
+
+def assert_ranks_in_step(root: Path, ranks: int = 2) -> None:
+    """Every rank's ``rank<r>.pt`` under ``root`` holds the same parameters (DDP averaged every gradient);
+    batch-norm buffers are per rank under DDP and are not compared."""
+    states = [torch.load(root / f"rank{r}.pt", weights_only=True) for r in range(ranks)]
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    parameters = [key for key in states[0] if not key.endswith(statistics)]
+    assert parameters and all(state.keys() == states[0].keys() for state in states)
+    for rank, state in enumerate(states[1:], start=1):
+        differ = [key for key in parameters if not torch.equal(states[0][key], state[key])]
+        assert not differ, f"rank 0 and rank {rank} differ in {differ[:5]}"

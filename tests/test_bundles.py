@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,8 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from bundle_data import dataset_of, prepared_phantoms
+from bundle_data import assert_ranks_in_step, dataset_of, prepared_phantoms, rank_states_config
 from monai.bundle import ConfigWorkflow, verify_metadata
+from semizoo import usage
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
@@ -58,12 +60,13 @@ def _configs(bundle_dir: Path, *names: str) -> str:
 
 
 def _run(
-    bundle_dir: Path, run_id: str, configs: str, data: Path, cwd: Path, *extra: str
+    bundle_dir: Path, run_id: str, configs: str, data: Path, cwd: Path, *extra: str, progress: bool = False
 ) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", configs]
     command += ["--bundle_root", str(bundle_dir), "--meta_file", str(bundle_dir / "configs" / "metadata.json")]
     command += ["--logging_file", str(bundle_dir / "configs" / "logging.conf"), "--dataset_dir", str(data), *extra]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["SEMIZOO_PROGRESS"] = "1" if progress else "0"  # the bar draws on terminals only unless told
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
@@ -88,8 +91,10 @@ def test_train_evaluate_infer_export(bundle, tmp_path):
     name, bundle_dir, data = bundle
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    result = _run(bundle_dir, "training", _configs(bundle_dir, "train.json", "smoke.json"), data, elsewhere)
+    configs = _configs(bundle_dir, "train.json", "smoke.json")
+    result = _run(bundle_dir, "training", configs, data, elsewhere, "--tracking", "mlflow", progress=True)
     assert any(term in result.stdout for term in ("loss_cons", "loss_sup", "loss_ws"))  # the StatsHandler logged terms
+    _check_tracking_and_feedback(bundle_dir, result.stderr)
     models = bundle_dir / "models"
     assert (models / "model.pt").is_file() and (models / "model_final.pt").is_file()
     assert list((bundle_dir / "eval" / "checkpoints").glob("checkpoint_iteration=*.pt"))
@@ -98,8 +103,10 @@ def test_train_evaluate_infer_export(bundle, tmp_path):
     assert not any(k.startswith("module.") for k in state)
 
     before = _sha(models / "model.pt")
-    _run(bundle_dir, "evaluating", _configs(bundle_dir, "train.json", "smoke.json", "evaluate.json"), data, elsewhere)
+    configs = _configs(bundle_dir, "train.json", "smoke.json", "evaluate.json")
+    result = _run(bundle_dir, "evaluating", configs, data, elsewhere, progress=True)
     assert _sha(models / "model.pt") == before
+    assert re.search(r"evaluate: 100%\|[^|]*\| (\d+)/\1 \[", result.stderr)  # the evaluation's progress bar
     if exempt(name, "segmentation_report"):
         _check_detection_outputs(bundle_dir, data, elsewhere)
         return
@@ -122,23 +129,12 @@ def test_train_evaluate_infer_export(bundle, tmp_path):
     assert list((bundle_dir / "eval" / "inference").glob("*_seg.nii.gz"))
 
     # the smoke values of inference.json's IDs (e.g. EPL's network_width) build the network that smoke training saved
-    meta = ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"]
-    meta += _smoke_overrides(bundle_dir, "inference.json")
+    smoke = _smoke_overrides(bundle_dir, "inference.json")
+    meta = ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", *smoke]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for command in (
         [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", *meta],
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "ckpt_export",
-            "network_def",
-            "--filepath",
-            "models/model.ts",
-            "--ckpt_file",
-            "models/model.pt",
-            *meta,
-        ],
+        [*usage.export_torchscript(bundle_dir, python=sys.executable), *smoke],  # the "Use it" command
     ):
         result = subprocess.run(command, cwd=bundle_dir, capture_output=True, text=True, env=env, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -146,6 +142,32 @@ def test_train_evaluate_infer_export(bundle, tmp_path):
     scripted = torch.jit.load(str(models / "model.ts"), _extra_files=extra)
     assert json.loads(extra["metadata.json"])["version"] and json.loads(extra["inference.json"])
     assert isinstance(scripted, torch.jit.ScriptModule)
+
+
+def _check_tracking_and_feedback(bundle_dir: Path, stderr: str) -> None:
+    """Issue 12, item 6, for a smoke training run with ``--tracking mlflow`` and the progress bar on: the bar over
+    every iteration with its ETA and loss terms, MLflow's record in MONAI's default store (eval/mlruns.db), the
+    learning curves and the sample predictions."""
+    from mlflow.tracking import MlflowClient
+
+    train = json.loads((bundle_dir / "configs" / "train.json").read_text())
+    smoke = json.loads((bundle_dir / "configs" / "smoke.json").read_text())
+    iterations = smoke.get("max_iterations", train["max_iterations"])
+    bar = rf"train: 100%\|[^|]*\| {iterations}/{iterations} \[[0-9:]+<[0-9:]+, [^]]*loss="
+    assert re.search(bar, stderr), stderr[-2000:]
+
+    key_metric = next(iter(train["validate"]["key_metric"]))
+    client = MlflowClient(f"sqlite:///{bundle_dir / 'eval' / 'mlruns.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("monai_experiment").experiment_id])
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert sorted(steps) == list(range(1, iterations + 1))
+    assert key_metric in run.data.metrics
+    assert any(a.path.startswith("config_") for a in client.list_artifacts(run.info.run_id))
+
+    history = json.loads((bundle_dir / "eval" / "learning_curves.json").read_text())
+    assert history["loss"]["loss"][-1][0] == iterations and history["validation"][key_metric]
+    for figure in ("learning_curves.png", "sample_predictions.png"):
+        assert (bundle_dir / "eval" / figure).stat().st_size > 0
 
 
 def _check_detection_outputs(bundle_dir: Path, data: Path, elsewhere: Path) -> None:
@@ -319,39 +341,23 @@ def _two_rank_la_datalist(data: Path, tmp_path: Path) -> Path:
 
 
 def test_torchrun_two_ranks_train_in_step(bundle, tmp_path):
-    """``multi_gpu_train.json`` under ``torchrun --nproc_per_node 2`` on CPU (gloo): both ranks train the same
-    parameters (DDP averages every gradient), only rank 0 writes the model and checkpoint files."""
+    """``multi_gpu_train.json`` under ``torchrun --nproc_per_node 2`` on CPU (gloo), launched with the command of
+    the bundle's "Use it" section (semizoo.usage): both ranks train the same parameters (DDP averages every gradient),
+    only rank 0 writes the model and checkpoint files."""
     name, bundle_dir, data = bundle
     root = tmp_path / "ddp_bundle"
     shutil.copytree(bundle_dir / "configs", root / "configs")
     (root / "models").mkdir()
-    save_ranks = tmp_path / "save_ranks.json"
-    save_ranks.write_text(
-        json.dumps(
-            {
-                "finalize": [
-                    "$torch.save(@network_def.state_dict(), @bundle_root + f'/rank{dist.get_rank()}.pt')",
-                    "$dist.is_initialized() and dist.destroy_process_group()",
-                ]
-            }
-        )
-    )
-    names = ("train.json", "multi_gpu_train.json", "smoke.json")
-    configs = json.dumps([str(root / "configs" / n) for n in names] + [str(save_ranks)])
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    command += ["-m", "monai.bundle", "run", "training", "--config_file", configs, "--bundle_root", str(root)]
-    command += ["--dataset_dir", str(data), "--max_iterations", "2"]
+    extra = [root / "configs" / "smoke.json", rank_states_config(tmp_path / "save_ranks.json")]
+    launcher = [sys.executable, "-m", "torch.distributed.run"]  # the `torchrun` entry point of this venv
+    command = usage.torchrun_single_node(root, data, 2, launcher=launcher, extra_configs=extra)
+    command += ["--max_iterations", "2"]
     if dataset_of(name) == "la":
         command += ["--datalist", str(_two_rank_la_datalist(data, tmp_path))]
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert any(term in result.stdout for term in ("loss_cons", "loss_sup", "loss_ws"))  # rank 0 logged its steps
-    ranks = [torch.load(root / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    statistics = ("running_mean", "running_var", "num_batches_tracked")  # batch-norm buffers are per rank under DDP
-    parameters = [key for key in ranks[0] if not key.endswith(statistics)]
-    assert parameters and ranks[0].keys() == ranks[1].keys()
-    differ = [key for key in parameters if not torch.equal(ranks[0][key], ranks[1][key])]
-    assert not differ, f"rank 0 and rank 1 differ in {differ[:5]}"
+    assert_ranks_in_step(root)
     assert sorted(p.name for p in (root / "models").iterdir()) == ["model.pt", "model_final.pt"]
     assert len(list((root / "eval" / "tensorboard").glob("events.*"))) == 1  # one writer: rank 0

@@ -1,7 +1,9 @@
-"""The example MONAI Deploy application (scripts/deploy_app.py, issue 12 item 3) on a 2D and a 3D bundle.
+"""The example MONAI Deploy application (scripts/deploy_app.py, issue 12 item 3) on every bundle it serves.
 
-Each bundle is a scratch copy with seeded random weights and its smoke values (bundle_data.scratch_bundle), exported
-to ``models/model.ts`` with ``monai.bundle ckpt_export`` (configs embedded). The application runs in its own process
+Each bundle that exports to TorchScript and is not exempt from MONAI Deploy (tests/bundle_exemptions.yml) is a
+scratch copy with seeded random weights and its smoke values (bundle_data.scratch_bundle), exported to
+``models/model.ts`` with ``monai.bundle ckpt_export`` (configs embedded); both commands are those of the bundle's
+"Use it" section (semizoo.usage). The application runs in its own process
 on a NIfTI volume in (X, Y, Z) order through the SDK's ``MonaiBundleInferenceOperator``; the label map it writes must
 equal the bundle's own inference pipeline (eager network, MONAI's loading) on the same file, voxel for voxel, and
 carry the input's affine.
@@ -12,20 +14,28 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 from bundle_data import bundle_prediction, dataset_of, prepared_phantoms, scratch_bundle
-from monai.bundle import ckpt_export
+from semizoo import usage
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "scripts" / "deploy_app.py"
 # the SDK's venv, layered on .venv by scripts/setup_venv.sh (installed into .venv, `import monai` would load Holoscan)
 DEPLOY_PYTHON = REPO / ".venv-deploy" / "bin" / "python"
-BUNDLES = ["ssnet_acdc_segmentation", "ssnet_la_segmentation"]  # a 2D (slice-wise) and a 3D bundle
+EXEMPTIONS = yaml.safe_load((Path(__file__).parent / "bundle_exemptions.yml").read_text()) or {}
+BUNDLES = sorted(
+    p.name
+    for p in (REPO / "bundles").iterdir()
+    if (p / "configs" / "metadata.json").is_file()
+    and not {"monai_deploy", "torchscript"} & set(EXEMPTIONS.get(p.name, {}))
+)
 SETTINGS = {"acdc": "lab3", "la": "lab4"}
 
 pytestmark = pytest.mark.slow
@@ -37,15 +47,9 @@ def phantom_root(tmp_path_factory) -> Path:
 
 
 def _export(bundle: Path) -> None:
-    configs = bundle / "configs"
-    ckpt_export(
-        net_id="network_def",
-        filepath=str(bundle / "models" / "model.ts"),
-        ckpt_file=str(bundle / "models" / "model.pt"),
-        meta_file=str(configs / "metadata.json"),
-        config_file=str(configs / "inference.json"),
-        bundle_root=str(bundle),
-    )
+    command = usage.export_torchscript(bundle, python=sys.executable)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def _test_volume(data: Path, dataset: str, folder: Path) -> Path:
@@ -67,7 +71,7 @@ def test_deploy_app_writes_the_bundle_pipeline_prediction(name, tmp_path, phanto
     volume = _test_volume(prepared_phantoms(phantom_root, dataset), dataset, tmp_path)
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    command = [str(DEPLOY_PYTHON), str(APP), "--bundle", str(bundle), "--input", str(volume), "--output", str(out)]
+    command = usage.deploy(bundle, volume, out, python=str(DEPLOY_PYTHON), app=APP)
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     written = nib.load(str(out / volume.name.replace(".nii.gz", "_seg.nii.gz")))

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 from bundle_data import prepared_phantoms
+from semizoo import usage
 from semizoo.export import export_bundle
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[1]
 BUNDLE = "meanteacher_acdc_segmentation"
 
 
@@ -51,7 +53,10 @@ def test_exported_bundle_runs_its_smoke_chain_without_semizoo(python_without_sem
     absent = _run(python, "-c", "import monai, torch; import semizoo", cwd=elsewhere)
     assert absent.returncode != 0 and "No module named 'semizoo'" in absent.stderr, absent.stderr[-2000:]
 
-    out = export_bundle(BUNDLE, tmp_path / "exported" / BUNDLE)
+    out = tmp_path / "exported" / BUNDLE
+    command = usage.export_bundle(REPO / "bundles" / BUNDLE, out, python=sys.executable)  # the "Use it" command
+    exported = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert exported.returncode == 0 and exported.stdout.strip() == f"wrote {out}", exported.stderr[-2000:]
     assert (out / "semizoo" / "__init__.py").is_file() and (out / "semizoo" / "data" / "splits").is_dir()
     assert not list(out.rglob("__pycache__"))
     meta = json.loads((out / "configs" / "metadata.json").read_text())

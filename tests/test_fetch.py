@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from semizoo import usage
 from semizoo.fetch import WeightsError, fetch_weights, file_hash
 from test_networks import _official_state_dict
 
@@ -103,6 +104,21 @@ def test_good_file_is_verified_converted_and_kept(server, official, tmp_path):
     requests = len(server.requests)
     assert fetch_weights(root)[0].endswith(": present, git-blob-sha1 verified")
     assert len(server.requests) == requests  # a verified file is not downloaded again
+
+
+def test_fetch_weights_command_downloads_verifies_and_converts(server, official, tmp_path):
+    """The "Use it" command (semizoo.usage.fetch_weights) end to end through the CLI."""
+    server.files["/cli.pth"] = official
+    root = _bundle(tmp_path, server, "/cli.pth", _git_blob_id(official, tmp_path))
+    command = usage.fetch_weights(root, python=sys.executable)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "models/official/ACDC_SSNet_3_labeled_unet_best_model.pth: downloaded, git-blob-sha1 verified",
+        "models/model.pt: converted from models/official/ACDC_SSNet_3_labeled_unet_best_model.pth (setting lab3)",
+    ]
+    state = torch.load(root / "models" / "model.pt", weights_only=True)
+    assert torch.equal(state["backbone.head.weight"], _official_state_dict("ssnet_acdc")["decoder.out_conv.weight"])
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from bundle_data import bundle_prediction, dataset_of, prepared_phantoms, scratc
 from monailabel.datastore.local import LocalDatastore
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
+from semizoo import usage
 
 REPO = Path(__file__).resolve().parents[1]
 EXEMPTIONS = yaml.safe_load((Path(__file__).parent / "bundle_exemptions.yml").read_text()) or {}
@@ -37,8 +38,8 @@ BUNDLES = sorted(
 )
 SETTINGS = {"acdc": "lab3", "la": "lab4", "busi": "seg_lab25pct"}
 # bundles whose train.json trains on what MONAI Label's datastore holds (3D NIfTI image/label pairs; the 2D ACDC
-# bundles draw a random slice per item). ACTION's train.json is a later stage that starts from its pre-training.
-TRAINABLE = [b for b in BUNDLES if dataset_of(b) in ("acdc", "la") and not b.startswith("action")]
+# bundles draw a random slice per item); semizoo.usage states why the others cannot, in each bundle's "Use it"
+TRAINABLE = [b for b in BUNDLES if usage.monai_label_trains(b)]
 
 pytestmark = pytest.mark.slow
 

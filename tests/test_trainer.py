@@ -201,6 +201,20 @@ def test_several_optimizers_are_all_stepped_and_manual_methods_get_them():
     assert not torch.equal(before[0], net[0].weight) and not torch.equal(before[1], other[0].weight)
 
 
+def test_engine_optimizer_of_several_optimizers_keeps_names_and_lists_every_group():
+    """MONAI's MLFlowHandler logs ``engine.optimizer.param_groups``: every optimizer's groups, in order."""
+    net, other, loader, optimizers = _two_networks()
+    optimizers["b"].param_groups[0]["lr"] = 0.5
+    trainer = SemiSupervisedTrainer("cpu", None, loader, net, _Manual(net, other), optimizers, max_iterations=1)
+    assert trainer.optimizer["a"] is optimizers["a"] and trainer.optimizer["b"] is optimizers["b"]
+    assert [group["lr"] for group in trainer.optimizer.param_groups] == [0.1, 0.5]
+    single = torch.optim.SGD(net.parameters(), lr=0.1)
+    assert (
+        SemiSupervisedTrainer("cpu", None, loader, net, _Manual(net, other), single, max_iterations=1).optimizer
+        is single
+    )
+
+
 class _EventRecorder:
     """Records IterationEvents and, at each, whether the weights already moved and whether gradients exist."""
 

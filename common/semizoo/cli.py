@@ -187,6 +187,20 @@ class Commands:
 
         return f"wrote {export_bundle(bundle, out, overwrite=overwrite)}"
 
+    def usage(self, bundle: str) -> str:
+        """Print BUNDLE's "Use it" commands: N GPUs, several nodes, weights, export, MONAI Deploy, MONAI Label.
+
+        The same Markdown section is in the bundle's docs/README.md, and the test it names under each command runs
+        that command (semizoo.usage builds both).
+
+        Args:
+            bundle: a bundle folder, or the name of one under bundles/ (e.g. ssnet_la_segmentation).
+        """
+        from .bundle_paths import bundle_path
+        from .usage import use_it_section
+
+        return use_it_section(bundle_path(bundle))
+
     def benchmark(
         self,
         bundles: Sequence[str] | str | None = None,

@@ -36,7 +36,7 @@ else:
 
     Engine, _ = optional_import("ignite.engine", name="Engine")
 
-__all__ = ["SemiSupervisedTrainer", "ManualStep", "to_device"]
+__all__ = ["SemiSupervisedTrainer", "ManualStep", "OptimizerDict", "to_device"]
 
 
 def to_device(data: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
@@ -56,6 +56,18 @@ def _optimizer_dict(optimizer: Optimizer | Mapping[str, Optimizer]) -> dict[str,
     if isinstance(optimizer, Mapping) and optimizer and all(isinstance(o, Optimizer) for o in optimizer.values()):
         return dict(optimizer)
     raise TypeError(f"optimizer must be a torch Optimizer or a non-empty dict of them, got {type(optimizer).__name__}.")
+
+
+class OptimizerDict(dict):
+    """A trainer's named optimizers (``engine.optimizer`` of a multi-optimizer method).
+
+    ``param_groups`` lists every group of every optimizer in order, for handlers written for one optimizer (MONAI's
+    ``MLFlowHandler`` logs each group's ``lr`` as ``lr_group_<i>``).
+    """
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [group for optimizer in self.values() for group in optimizer.param_groups]
 
 
 class ManualStep:
@@ -211,8 +223,8 @@ class SemiSupervisedTrainer(Trainer):
         self.network = network
         self.method = method.to(self.state.device)
         self.inferer = SimpleInferer() if inferer is None else inferer
-        self.optimizer = optimizer
         self.optimizers = _optimizer_dict(optimizer)
+        self.optimizer = optimizer if isinstance(optimizer, Optimizer) else OptimizerDict(self.optimizers)
         self.max_iterations = None if max_iterations is None else int(max_iterations)
         self.optim_set_to_none = optim_set_to_none
         self.grad_clip_norm = grad_clip_norm

@@ -1,5 +1,6 @@
 """Every handler semizoo adds to MONAI's: NaN guard, resumable checkpoints, validation schedule, evaluation report,
-the segmentation metric for evaluators and handler selections (``every``, ``main_process_handlers``)."""
+the segmentation metric for evaluators, progress bar, training figures and handler selections (``every``,
+``main_process_handlers``)."""
 
 from .checkpoint import (
     AtomicCheckpointSaver,
@@ -14,8 +15,10 @@ from .checkpoint import (
 from .detection_report import CorLocMetric, DetectionReport, DetectionWriter
 from .filters import WRITING_HANDLERS, every, main_process_handlers
 from .nan_guard import NaNGuard, NonFiniteLossError
+from .progress import ProgressBar
 from .report import SegmentationReport, summarise
 from .segmentation_metric import SegmentationMetricHandler
+from .training_figures import TrainingFigures
 from .validation import ScheduledValidationHandler
 from .vendor_report import VendorDiceReport
 
@@ -41,4 +44,6 @@ __all__ = [
     "CorLocMetric",
     "DetectionReport",
     "DetectionWriter",
+    "ProgressBar",
+    "TrainingFigures",
 ]

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 from monai.utils import optional_import
@@ -31,7 +31,7 @@ else:
     Events, _ = optional_import("ignite.engine", name="Events")
     Metric, _ = optional_import("ignite.metrics", name="Metric", as_type="base")
 
-__all__ = ["CorLocMetric", "DetectionReport", "DetectionWriter"]
+__all__ = ["CorLocMetric", "DetectionReport", "DetectionWriter", "draw_detections"]
 
 logger = logging.getLogger(__name__)
 
@@ -190,31 +190,39 @@ class DetectionReport:
         return report
 
     def _figure(self, path: Path) -> None:
-        import matplotlib
+        draw_detections(self._images, self.items, path, self.score_threshold)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Rectangle
 
-        count = len(self._images)
-        figure, axes = plt.subplots(1, count, figsize=(3 * count, 3), squeeze=False)
-        for axis, image, item in zip(axes[0], self._images, self.items):
-            axis.imshow(image, cmap="gray", vmin=0, vmax=1)
-            for box in np.asarray(item["label"]["boxes"]).reshape(-1, 4):
-                axis.add_patch(Rectangle(box[:2], *(box[2:] - box[:2]), fill=False, color="lime", lw=1.5))
-            pred = item["pred"]
-            for box, label, score in zip(
-                np.asarray(pred["boxes"]).reshape(-1, 4), np.asarray(pred["labels"]), np.asarray(pred["scores"])
-            ):
-                if score >= self.score_threshold:
-                    color = "red" if int(label) == 2 else "yellow"
-                    axis.add_patch(Rectangle(box[:2], *(box[2:] - box[:2]), fill=False, color=color, lw=1))
-                    axis.text(box[0], box[1], f"{score:.2f}", color=color, fontsize=6)
-            axis.set_title(str(item["id"]), fontsize=7)
-            axis.axis("off")
-        figure.tight_layout()
-        figure.savefig(path, dpi=80)
-        plt.close(figure)
+def draw_detections(
+    images: Sequence[np.ndarray], items: Sequence[Mapping[str, Any]], path: str | os.PathLike, score_threshold: float
+) -> None:
+    """Each image with its true boxes (green) and the detections scoring >= ``score_threshold`` (benign yellow,
+    malignant red, with their scores); ``items`` are ``{"id", "pred", "label"}`` as the evaluator outputs them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    count = len(images)
+    figure, axes = plt.subplots(1, count, figsize=(3 * count, 3), squeeze=False)
+    for axis, image, item in zip(axes[0], images, items):
+        axis.imshow(image, cmap="gray", vmin=0, vmax=1)
+        for box in np.asarray(item["label"]["boxes"]).reshape(-1, 4):
+            axis.add_patch(Rectangle(box[:2], *(box[2:] - box[:2]), fill=False, color="lime", lw=1.5))
+        pred = item["pred"]
+        for box, label, score in zip(
+            np.asarray(pred["boxes"]).reshape(-1, 4), np.asarray(pred["labels"]), np.asarray(pred["scores"])
+        ):
+            if score >= score_threshold:
+                color = "red" if int(label) == 2 else "yellow"
+                axis.add_patch(Rectangle(box[:2], *(box[2:] - box[:2]), fill=False, color=color, lw=1))
+                axis.text(box[0], box[1], f"{score:.2f}", color=color, fontsize=6)
+        axis.set_title(str(item.get("id", "")), fontsize=7)
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
 
 
 class DetectionWriter:

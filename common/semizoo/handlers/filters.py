@@ -11,11 +11,20 @@ from typing import Any, Callable, Sequence
 import torch.distributed as dist
 from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
 
+from .progress import ProgressBar
+from .training_figures import TrainingFigures
+
 __all__ = ["every", "main_process_handlers", "WRITING_HANDLERS"]
 
 # handlers that write files or logs: under DDP only rank 0 runs them (TrainingCheckpointer is not one of them:
 # every rank must load a resumed checkpoint, and ignite's saver writes on rank 0 only)
-WRITING_HANDLERS: tuple[type, ...] = (StatsHandler, TensorBoardStatsHandler, CheckpointSaver)
+WRITING_HANDLERS: tuple[type, ...] = (
+    StatsHandler,
+    TensorBoardStatsHandler,
+    CheckpointSaver,
+    ProgressBar,
+    TrainingFigures,
+)
 
 
 def every(interval: int) -> Callable[[Any, int], bool]:
@@ -33,7 +42,8 @@ def main_process_handlers(handlers: Sequence[Any] | None) -> list[Any]:
     """``handlers`` on rank 0 (or without ``torch.distributed``); on other ranks those that write nothing.
 
     A rank > 0 keeps the handlers every rank needs (NaN guard, LR schedule, validation, resumable checkpoints) and
-    drops :data:`WRITING_HANDLERS` (MONAI's stats, TensorBoard and checkpoint savers and their subclasses).
+    drops :data:`WRITING_HANDLERS` (MONAI's stats, TensorBoard and checkpoint savers and their subclasses, the
+    progress bar and the training figures).
     """
     handlers = list(handlers or [])
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:

@@ -35,7 +35,7 @@ else:
     Engine, _ = optional_import("ignite.engine", name="Engine")
     Events, _ = optional_import("ignite.engine", name="Events")
 
-__all__ = ["SegmentationReport", "summarise"]
+__all__ = ["SegmentationReport", "summarise", "case_name", "overlay_slices", "draw_overlays"]
 
 logger = logging.getLogger(__name__)
 UNITS = ("voxel", "mm")
@@ -177,19 +177,10 @@ class SegmentationReport:
 
     @staticmethod
     def _name(label: Any, index: int) -> str:
-        meta = getattr(label, "meta", {}) or {}
-        if meta.get("case_id"):  # readers of several cases per file name each one (semizoo.data.LoadCined)
-            return str(meta["case_id"])
-        filename = meta.get("filename_or_obj")
-        return Path(str(filename)).stem if filename else f"case_{index:03d}"
+        return case_name(label, index)
 
     def _slices(self, image: np.ndarray, ref: np.ndarray, pred: np.ndarray):
-        if ref.ndim == 2:
-            return image, ref, pred
-        axis = self.slice_axis
-        area = (ref > 0).sum(axis=tuple(a for a in range(ref.ndim) if a != axis))
-        k = int(area.argmax())
-        return tuple(np.take(a, k, axis=axis) for a in (image, ref, pred))
+        return overlay_slices(image, ref, pred, self.slice_axis)
 
     def write(self, engine: Engine | None = None) -> dict:
         """Write metrics.json, metrics.csv and the figures; returns the report dict."""
@@ -253,25 +244,60 @@ class SegmentationReport:
     def _overlay_figure(self, plt) -> None:
         """Image, ground truth and prediction of the best, median and worst case by mean Dice."""
         order = np.argsort([c["voxel"]["mean"]["dice"] for c in self.cases])
-        picks = [("best", order[-1]), ("median", order[len(order) // 2]), ("worst", order[0])]
-        fig, axes = plt.subplots(len(picks), 3, figsize=(9, 3 * len(picks)), squeeze=False)
-        colour_max = max(max(self.class_names) + 1, 10) - 1
-        for row, (tag, index) in enumerate(picks):
-            image, ref, pred = self._overlays[index]
+        rows = []
+        for tag, index in (("best", order[-1]), ("median", order[len(order) // 2]), ("worst", order[0])):
             case = self.cases[index]
-            titles = (
-                f"{tag}: {case['case']}",
-                "ground truth",
-                f"prediction (Dice {case['voxel']['mean']['dice']:.3f})",
-            )
-            for col, mask in enumerate((None, ref, pred)):
-                ax = axes[row][col]
-                ax.imshow(image.T, cmap="gray", origin="lower")
-                if mask is not None:
-                    overlay = np.ma.masked_equal(mask.T, 0)
-                    ax.imshow(overlay, cmap="tab10", vmin=0, vmax=colour_max, alpha=0.5, origin="lower")
-                ax.set_title(titles[col], fontsize=8)
-                ax.axis("off")
-        fig.tight_layout()
-        fig.savefig(self.output_dir / "overlays.png", dpi=100)
-        plt.close(fig)
+            titles = (f"{tag}: {case['case']}", f"prediction (Dice {case['voxel']['mean']['dice']:.3f})")
+            rows.append((titles, *self._overlays[index]))
+        draw_overlays(rows, self.output_dir / "overlays.png", max(self.class_names) + 1)
+
+
+def case_name(label: Any, index: int) -> str:
+    """The case's ID from the label's metadata (``case_id``, else the file stem), else ``case_<index>``."""
+    meta = getattr(label, "meta", {}) or {}
+    if meta.get("case_id"):  # readers of several cases per file name each one (semizoo.data.LoadCined)
+        return str(meta["case_id"])
+    filename = meta.get("filename_or_obj")
+    return Path(str(filename)).stem if filename else f"case_{index:03d}"
+
+
+def overlay_slices(
+    image: np.ndarray, ref: np.ndarray, pred: np.ndarray, axis: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2D images as they are; of a volume, the slice along ``axis`` with the largest reference foreground."""
+    if ref.ndim == 2:
+        return image, ref, pred
+    area = (ref > 0).sum(axis=tuple(a for a in range(ref.ndim) if a != axis))
+    k = int(area.argmax())
+    return np.take(image, k, axis=axis), np.take(ref, k, axis=axis), np.take(pred, k, axis=axis)
+
+
+def draw_overlays(
+    rows: Sequence[tuple[tuple[str, str], np.ndarray, np.ndarray, np.ndarray]], path: str | os.PathLike, n_labels: int
+) -> None:
+    """One row per case: the image, the ground truth over it and the prediction over it.
+
+    Args:
+        rows: ``((case title, prediction title), image, ref, pred)`` with 2D arrays.
+        path: the PNG written.
+        n_labels: labels including background (sets the colour scale).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
+    colour_max = max(n_labels, 10) - 1
+    for row, ((case_title, pred_title), image, ref, pred) in enumerate(rows):
+        for col, (mask, title) in enumerate(((None, case_title), (ref, "ground truth"), (pred, pred_title))):
+            ax = axes[row][col]
+            ax.imshow(image.T, cmap="gray", origin="lower")
+            if mask is not None:
+                overlay = np.ma.masked_equal(mask.T, 0)
+                ax.imshow(overlay, cmap="tab10", vmin=0, vmax=colour_max, alpha=0.5, origin="lower")
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
