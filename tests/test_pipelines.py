@@ -446,8 +446,12 @@ def test_la_bundles_validate_on_their_schedule(bundle):
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_multi_gpu_ranks_select_handlers_by_type(bundle):
-    multi = _config(bundle, "multi_gpu_train.json")
-    assert multi["train#trainer#train_handlers"] == "$semizoo.handlers.main_process_handlers(@train#handlers)"
+    """Under DDP the trainer gets the one-process run's handlers (train#handlers and the training figures), filtered
+    by type on ranks > 0."""
+    multi, train = _config(bundle, "multi_gpu_train.json"), _config(bundle, "train.json")
+    handlers = train["train"]["trainer"]["train_handlers"]
+    assert handlers == "$@train#handlers + [@train#figures]"
+    assert multi["train#trainer#train_handlers"] == f"$semizoo.handlers.main_process_handlers({handlers[1:]})"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -114,6 +114,30 @@ def test_inside_image_means_fully_inside_with_continuous_edges():
     assert inside_image(anchors, 30, 20).tolist() == [False, False, False, True, False]  # (height, width) order
 
 
+# --- TorchScript (ckpt_export) -------------------------------------------------------------------------------------
+
+
+def test_scripted_detector_equals_eager_and_compiles_no_training_path(tmp_path):
+    """The scripted module detects exactly as the eager network. A 110×100 image resized to a 128 shorter side
+    has scale 1.28: torchvision's transform computes it in float32 under TorchScript (127 columns instead of 128);
+    the network's own resize keeps double precision in both."""
+    torch.manual_seed(0)
+    net = WSSDLFasterRCNN(width=8, anchor_scale=0.15, min_size=128, max_size=160, rpn_post_nms_test=32).eval()
+    path = tmp_path / "model.ts"
+    torch.jit.save(torch.jit.script(net), str(path))
+    scripted = torch.jit.load(str(path))
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.rand(1, 110, 100, generator=generator), torch.rand(1, 90, 120, generator=generator)]
+    assert net._prepare_images(images)[0].image_sizes == [(140, 128), (120, 160)]
+    eager, compiled = net(images), scripted(images)
+    for mine, theirs in zip(eager, compiled):
+        assert mine.keys() == theirs.keys() == {"boxes", "labels", "scores"} and len(mine["boxes"]) > 0
+        for key in mine:
+            assert torch.equal(mine[key], theirs[key]), key
+            assert not theirs[key].requires_grad  # detection runs without autograd in both
+    assert hasattr(scripted, "_proposals") and not hasattr(scripted, "_rpn_targets")  # training targets: not compiled
+
+
 # --- §4 / §8 item 7: RPN targets ----------------------------------------------------------------------------------
 
 G1, G2 = [20.0, 20.0, 60.0, 60.0], [80.0, 80.0, 100.0, 100.0]

@@ -393,6 +393,7 @@ class Commands:
         methods: Sequence[str] | str | None = None,
         iterations: int = 400,
         cases: int | None = None,
+        overrides: dict | None = None,
     ) -> None:
         """Learning-efficiency table: labeled-only and fully supervised bounds and every method, evaluated on test.
 
@@ -412,13 +413,15 @@ class Commands:
             methods: method keys (default: all of the dataset's), one or a list.
             iterations: cpu budget: iterations per model and stage.
             cases: phantom patients (default: the quick start's for the dataset).
+            overrides: config values for every run, as a dict (e.g. --overrides "{'patch_size': [64, 64, 48],
+                'val_strides': [32, 32, 24]}" for real LA volumes on a CPU); the tables state them.
         """
         from .reproduce import run_reproduce
 
         fractions = (fractions,) if isinstance(fractions, (int, float)) else tuple(fractions)
         seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
         methods = (methods,) if isinstance(methods, str) else (None if methods is None else tuple(methods))
-        run_reproduce(dataset, fractions, budget, data_dir, out, seeds, methods, iterations, cases)
+        run_reproduce(dataset, fractions, budget, data_dir, out, seeds, methods, iterations, cases, overrides)
 
 
 def dashed(name: str) -> str:

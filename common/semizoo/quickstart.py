@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -371,12 +371,13 @@ def _train_and_evaluate(
     done: float,
     results: dict[str, Any],
     budget: Sequence[str] = ("quickstart.json",),
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Train ``run``'s stages in order (a stage whose output exists is skipped), then evaluate both checkpoints.
 
     ``budget`` are the override configs of every stage (the CPU budget: ``quickstart.json``; ``()`` keeps the
-    bundle's own, paper, schedule and then ``iterations`` is only the progress bar's estimate). Returns the run's
-    folder.
+    bundle's own, paper, schedule and then ``iterations`` is only the progress bar's estimate); ``extra`` are
+    config values for every training and evaluation run. Returns the run's folder.
     """
     bundle = _bundle_dir(run.bundle)
     run_dir = out / f"{run.key}_seed{seed}"
@@ -391,6 +392,7 @@ def _train_and_evaluate(
     }
     if budget:
         overrides.update({"max_iterations": iterations, "log_interval": log_interval})
+    overrides.update(extra or {})
     timing = run_dir / "train_seconds.txt"
     seconds, start = 0.0, done
     for index, (stage, step_seconds) in enumerate(zip(run.stages, run.step_seconds)):

@@ -29,7 +29,7 @@ import re
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -276,11 +276,14 @@ def run_reproduce(
     methods: Sequence[str] | None = None,
     iterations: int = 400,
     cases: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train bounds and methods per fraction and seed, evaluate on test, write tables and plots to ``out``.
 
     ``methods`` default to every method declared for ``dataset``. Finished runs under ``out`` are reused (an
-    interrupted reproduction continues). Returns the results (also ``out/reproduce.json``).
+    interrupted reproduction continues). ``overrides`` are config values given to every training and evaluation
+    run (e.g. a patch and sliding-window stride sized for real volumes on a CPU); the tables state them. Returns the
+    results (also ``out/reproduce.json``).
 
     Raises:
         ValueError: unknown dataset, budget or fraction, a method of another dataset, or a ``data_dir`` without
@@ -309,6 +312,7 @@ def run_reproduce(
         prepared = phantom_data(dataset, out, cases, 64 if dataset == "acdc" else None)
         data = f"phantom data (test preset, {cases} cases)"
     budget_configs = BUDGETS[budget]
+    overrides = dict(overrides or {})
     log_interval = max(1, iterations // 40)
     work = sum(_run_work(r, iterations) for r in runs) * len(settings) + sum(_run_work(r, iterations) for r in lowers)
     progress = _Progress(DATA_SECONDS + len(seeds) * work)
@@ -316,7 +320,9 @@ def run_reproduce(
         "dataset": dataset,
         "budget": budget,
         "iterations": iterations if budget_configs else None,
-        "iterations_text": f"{iterations} iterations per model and stage" if budget_configs else "paper schedules",
+        "iterations_text": (f"{iterations} iterations per model and stage" if budget_configs else "paper schedules")
+        + "".join(f", {key} {json.dumps(value)}" for key, value in overrides.items()),
+        "overrides": overrides,
         "seeds": list(seeds),
         "data": data,
         "fractions": settings,
@@ -346,14 +352,15 @@ def run_reproduce(
                     done,
                     block,
                     budget_configs,
+                    overrides,
                 )
                 done += _run_work(run, iterations)
                 progress.advance_to(done)
                 if seed == seeds[0]:
-                    overrides = {"dataset_dir": str(prepared), "setting": setting, "seed": seed}
+                    values = {**overrides, "dataset_dir": str(prepared), "setting": setting, "seed": seed}
                     if budget_configs:
-                        overrides["max_iterations"] = iterations * run.iterations_scale
-                    curve = _curve(run_dir, run, overrides, budget_configs)
+                        values["max_iterations"] = iterations * run.iterations_scale
+                    curve = _curve(run_dir, run, values, budget_configs)
                     results["curves"].setdefault(setting, {})[run.key] = curve
     finally:
         progress.close()

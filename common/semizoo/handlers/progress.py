@@ -3,8 +3,8 @@
 ignite's own ``ProgressBar`` counts one epoch at a time; semizoo's trainers count iterations across epochs
 (``max_iterations``), so this bar spans the whole run: iterations done out of the total, rate and ETA, and for a
 trainer the terms of ``engine.state.output`` (``[terms]``, semizoo.engines.trainer). A run resumed at iteration ``k``
-starts the bar at ``k``. An evaluator gets a bar over its cases, which closes when the evaluation ends (a validation
-inside training leaves only the training bar on screen).
+starts the bar at ``k``. An evaluator gets a bar over its cases; a validation inside training clears its bar when it
+ends, leaving only the training bar on screen.
 
 The bar shows on an interactive terminal only (redirected logs keep the StatsHandler lines);
 ``SEMIZOO_PROGRESS=1`` or ``0`` forces it on or off.
@@ -70,6 +70,8 @@ class ProgressBar:
         mininterval: seconds between redraws.
     """
 
+    open_bars = 0  # bars of all ProgressBar handlers now drawn: an evaluation inside training draws a nested one
+
     def __init__(
         self,
         description: str | None = None,
@@ -114,6 +116,7 @@ class ProgressBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+            ProgressBar.open_bars -= 1
 
     def _open(self, engine: Engine) -> None:
         from tqdm import tqdm
@@ -127,8 +130,9 @@ class ProgressBar:
             file=self.stream or sys.stderr,
             mininterval=self.mininterval,
             dynamic_ncols=True,
-            leave=training,
+            leave=training or ProgressBar.open_bars == 0,  # a validation's bar disappears when it ends
         )
+        ProgressBar.open_bars += 1
 
 
 def _short(value: float) -> str:

@@ -13,14 +13,16 @@ One ``forward`` serves every use, so DDP synchronises all trainable calls (the m
 - eval: ``network(images)`` -> per image ``{"boxes", "labels", "scores"}`` in input pixel coordinates;
 - training: ``network(images, targets, num_strong=k)`` -> the raw tensors of every loss term (strong = the first
   ``k`` images, with ``targets``; the rest are weak); the losses themselves are functions in
-  :mod:`semizoo.losses.wssdl`, computed by :class:`semizoo.methods.WSSDL`.
+  :mod:`semizoo.losses.wssdl`, computed by :class:`semizoo.methods.WSSDL`;
+- TorchScript (``torch.jit.script``, MONAI's ``ckpt_export``): ``forward(images: List[Tensor])`` detects only; the
+  training path is ``@torch.jit.unused`` and raises in the scripted module.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torchvision
@@ -55,7 +57,7 @@ _RESNETS = {"resnet18": 256, "resnet34": 256, "resnet50": 1024, "resnet101": 102
 
 
 def official_anchors(
-    height: int, width: int, stride: int = 16, scale: float = 1.0, device: torch.device | None = None
+    height: int, width: int, stride: int = 16, scale: float = 1.0, device: Optional[torch.device] = None
 ) -> Tensor:
     """``(height·width·9, 4)`` xyxy anchors in continuous pixels, location-major (row, column), anchor-minor.
 
@@ -64,9 +66,14 @@ def official_anchors(
     configurations that resize to ~150 px instead of 600 use 0.25 so that anchors still fit inside the images).
     """
     sizes = torch.tensor(OFFICIAL_ANCHOR_SIZES, dtype=torch.float32, device=device) * scale
+    return _grid_anchors(sizes, height, width, stride)
+
+
+def _grid_anchors(sizes: Tensor, height: int, width: int, stride: int) -> Tensor:
+    """Anchors of ``sizes`` ((A, 2) width, height) centred on every location of a ``height × width`` stride map."""
     ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=torch.float32, device=device),
-        torch.arange(width, dtype=torch.float32, device=device),
+        torch.arange(height, dtype=torch.float32, device=sizes.device),
+        torch.arange(width, dtype=torch.float32, device=sizes.device),
         indexing="ij",
     )
     centres = torch.stack([xs, ys], dim=-1).reshape(-1, 1, 2) * stride + stride / 2.0
@@ -226,8 +233,10 @@ class WSSDLFasterRCNN(nn.Module):
         self.transform = GeneralizedRCNNTransform(min_size, max_size, [pixel_mean] * 3, [pixel_std] * 3)
         self.anchor_kind = anchors
         sizes = tuple(round(size * anchor_scale) for size in (128, 256, 512))
-        self.anchor_generator = AnchorGenerator((sizes,), ((0.5, 1.0, 2.0),)) if anchors != "official" else None
+        self.anchor_generator = AnchorGenerator((sizes,), ((0.5, 1.0, 2.0),))  # used with anchors="torchvision"
         self.anchor_scale = float(anchor_scale)
+        official = torch.tensor(OFFICIAL_ANCHOR_SIZES, dtype=torch.float32) * self.anchor_scale
+        self.register_buffer("official_anchor_sizes", official, persistent=False)  # not in the state dict
         if anchors == "official":
             _warn_unfit_anchors(self.anchor_scale, min_size, max_size)
         self.rpn_head = RPNHead(channels, 9)  # 3×3 conv + ReLU, 1×1 objectness (9), 1×1 deltas (36); N(0, 0.01)
@@ -244,7 +253,10 @@ class WSSDLFasterRCNN(nn.Module):
         self.rpn_sampler = BalancedPositiveNegativeSampler(rpn_batch, rpn_positive_fraction)
         self.box_matcher = Matcher(box_fg_iou, box_fg_iou, allow_low_quality_matches=False)
         self.box_sampler = BalancedPositiveNegativeSampler(box_batch, box_positive_fraction)
-        self.rpn_top = {True: (rpn_pre_nms_train, rpn_post_nms_train), False: (rpn_pre_nms_test, rpn_post_nms_test)}
+        self.rpn_top_train, self.rpn_top_test = (rpn_pre_nms_train, rpn_post_nms_train), (
+            rpn_pre_nms_test,
+            rpn_post_nms_test,
+        )
         self.rpn_nms, self.rpn_min_side, self.rpn_negatives = rpn_nms, rpn_min_side, rpn_negatives
         self.score_thresh, self.box_nms, self.detections_per_image = score_thresh, box_nms, detections_per_image
         self.clip_to = clip_to
@@ -254,17 +266,7 @@ class WSSDLFasterRCNN(nn.Module):
     # -- shared parts -------------------------------------------------------------------------------------------
     def _prepare(self, images: Sequence[Tensor] | Tensor, targets: Optional[list[dict[str, Tensor]]] = None):
         """Grey [0, 1] images -> 3-channel, normalised, resized, batched (boxes resized alike)."""
-        if isinstance(images, Tensor):
-            if images.ndim != 4:
-                raise ValueError(
-                    f"images must be (B, C, H, W) or a list of (C, H, W), got shape {tuple(images.shape)}."
-                )
-            images = list(images)
-        if not images:
-            raise ValueError("images is empty.")
-        rgb = [image.expand(3, -1, -1) if image.shape[0] == 1 else image for image in images]
-        original = [(int(image.shape[-2]), int(image.shape[-1])) for image in rgb]
-        image_list, _ = self.transform(rgb)
+        image_list, original = self._prepare_images(_image_list(images))
         resized = []
         for target, before, after in zip(targets or [], original, image_list.image_sizes):
             target = dict(target)
@@ -274,14 +276,44 @@ class WSSDLFasterRCNN(nn.Module):
             resized.append(target)
         return image_list, resized, original
 
+    def _prepare_images(self, images: List[Tensor]) -> Tuple[ImageList, List[Tuple[int, int]]]:
+        """3-channel, normalised, resized, batched images and each image's (height, width) before resizing."""
+        if len(images) == 0:
+            raise ValueError("images is empty.")
+        rgb = [image.expand(3, -1, -1) if image.shape[0] == 1 else image for image in images]
+        original = [(int(image.shape[-2]), int(image.shape[-1])) for image in rgb]
+        resized = [self._resize(self.transform.normalize(image)) for image in rgb]
+        sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in resized]
+        return ImageList(self.transform.batch_images(resized, self.transform.size_divisible), sizes), original
+
+    def _resize(self, image: Tensor) -> Tensor:
+        """torchvision's ``GeneralizedRCNNTransform`` resize, with the scale in double precision also under
+        TorchScript (torchvision computes it in float32 there, so a scripted model could differ by one pixel)."""
+        if self.training:  # torchvision draws the training min size (one choice here) per image: keep the RNG stream
+            torch.empty(1).uniform_(0.0, float(len(self.transform.min_size)))
+        height, width = image.shape[-2], image.shape[-1]
+        scale = min(
+            float(self.transform.min_size[-1]) / min(height, width), float(self.transform.max_size) / max(height, width)
+        )
+        resized = nn.functional.interpolate(
+            image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+        )
+        return resized[0]
+
     def _anchors(self, image_list: ImageList, features: Tensor) -> Tensor:
-        if self.anchor_generator is None:
-            return official_anchors(
-                features.shape[-2], features.shape[-1], scale=self.anchor_scale, device=features.device
-            )
+        if self.anchor_kind == "official":
+            return _grid_anchors(self.official_anchor_sizes, features.shape[-2], features.shape[-1], 16)
         return self.anchor_generator(image_list, [features])[0]
 
-    def _limits(self, image_list: ImageList) -> list[tuple[int, int]]:
+    def _rpn_outputs(self, features: Tensor) -> Tuple[Tensor, Tensor]:
+        """RPN objectness ``(B, H·W·A)`` and deltas ``(B, H·W·A, 4)``, location-major like the anchors."""
+        objectness, deltas = self.rpn_head([features])
+        batch, height, width = features.shape[0], features.shape[-2], features.shape[-1]
+        objectness = objectness[0].permute(0, 2, 3, 1).reshape(batch, -1)
+        deltas = deltas[0].view(batch, 9, 4, height, width).permute(0, 3, 4, 1, 2).reshape(batch, -1, 4)
+        return objectness, deltas
+
+    def _limits(self, image_list: ImageList) -> List[Tuple[int, int]]:
         """(height, width) each image's anchors and proposals are limited to (own size or the padded canvas)."""
         if self.clip_to == "batch":
             canvas = (int(image_list.tensors.shape[-2]), int(image_list.tensors.shape[-1]))
@@ -289,11 +321,11 @@ class WSSDLFasterRCNN(nn.Module):
         return [(int(h), int(w)) for h, w in image_list.image_sizes]
 
     def _proposals(
-        self, anchors: Tensor, objectness: Tensor, deltas: Tensor, limits, scales: list[float]
-    ) -> list[Tensor]:
+        self, anchors: Tensor, objectness: Tensor, deltas: Tensor, limits: List[Tuple[int, int]], scales: List[float]
+    ) -> List[Tensor]:
         """Detached proposals per image: top-k by objectness, decode, clip, drop sides < min·s, NMS, top-k."""
-        pre_nms, post_nms = self.rpn_top[self.training]
-        proposals = []
+        pre_nms, post_nms = self.rpn_top_train if self.training else self.rpn_top_test
+        proposals: List[Tensor] = []
         for i, (height, width) in enumerate(limits):
             scores, boxes = objectness[i].detach(), deltas[i].detach()
             top = scores.topk(min(pre_nms, scores.numel())).indices
@@ -307,7 +339,7 @@ class WSSDLFasterRCNN(nn.Module):
             proposals.append(boxes[keep])
         return proposals
 
-    def _roi_features(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
+    def _roi_features(self, features: Tensor, boxes: List[Tensor]) -> Tensor:
         return self.box_head(self.roi_pool(features, boxes))
 
     # -- training targets -----------------------------------------------------------------------------------
@@ -353,11 +385,13 @@ class WSSDLFasterRCNN(nn.Module):
     # -- forward --------------------------------------------------------------------------------------------
     def forward(
         self,
-        images: Sequence[Tensor] | Tensor,
-        targets: Optional[list[dict[str, Tensor]]] = None,
+        images: List[Tensor],
+        targets: Optional[List[Dict[str, Tensor]]] = None,
         num_strong: Optional[int] = None,
-    ):
+    ) -> List[Dict[str, Tensor]]:
         """Detections (eval, ``targets`` None) or the raw tensors of every training loss term.
+
+        Under TorchScript (``ckpt_export``) the module detects only: the training path is not compiled.
 
         Args:
             images: grey or RGB images in [0, 1], ``(B, C, H, W)`` or a list of ``(C, H, W)`` of any sizes.
@@ -372,6 +406,16 @@ class WSSDLFasterRCNN(nn.Module):
             ``rcnn_deltas`` (of each RoI's own class)/``rcnn_targets``/``rcnn_foreground``, ``num_rois``, and
             ``weak_logits``: one ``(P_i, num_classes)`` tensor per weak image (its RoI head on every proposal).
         """
+        if torch.jit.is_scripting():
+            with torch.no_grad():
+                detections = self._detect(images)
+            return detections
+        return self._eager_forward(images, targets, num_strong)
+
+    @torch.jit.unused
+    def _eager_forward(
+        self, images: Any, targets: Optional[List[Dict[str, Tensor]]], num_strong: Optional[int]
+    ) -> List[Dict[str, Tensor]]:  # training returns the dict of loss-term tensors; TorchScript never compiles this
         if targets is None and self.training and num_strong:
             raise ValueError("training with strong images needs targets.")
         if targets is None:
@@ -382,13 +426,10 @@ class WSSDLFasterRCNN(nn.Module):
         image_list, resized, original = self._prepare(images, targets)
         # 1. backbone on the padded batch canvas; RPN head on its stride-16 map
         features = self.backbone(image_list.tensors)
-        objectness, deltas = self.rpn_head([features])
-        objectness = objectness[0].permute(0, 2, 3, 1).reshape(features.shape[0], -1)  # (B, H·W·A)
-        deltas = deltas[0].view(features.shape[0], 9, 4, *features.shape[-2:]).permute(0, 3, 4, 1, 2)
-        deltas = deltas.reshape(features.shape[0], -1, 4)
+        objectness, deltas = self._rpn_outputs(features)
         anchors = self._anchors(image_list, features)
         limits = self._limits(image_list)
-        scales = [h / o[0] for (h, _), o in zip(image_list.image_sizes, original)]
+        scales = [size[0] / o[0] for size, o in zip(image_list.image_sizes, original)]
         # 2. RPN targets and sampled anchors of the strong images
         rpn = [self._rpn_targets(anchors, resized[i], *limits[i]) for i in range(num_strong)]
         # 3. proposals of every image (detached)
@@ -425,22 +466,24 @@ class WSSDLFasterRCNN(nn.Module):
             "weak_logits": weak_logits,
         }
 
-    @torch.no_grad()
-    def detect(self, images: Sequence[Tensor] | Tensor) -> list[dict[str, Tensor]]:
-        """Per-class score > thresh, class-wise NMS, top ``detections_per_image``, in input coordinates."""
-        image_list, _, original = self._prepare(images)
+    @torch.jit.unused
+    def detect(self, images: Any) -> List[Dict[str, Tensor]]:
+        """Per-class score > thresh, class-wise NMS, top ``detections_per_image``, in input coordinates; ``images``
+        is ``(B, C, H, W)`` or a list of ``(C, H, W)``."""
+        with torch.no_grad():
+            return self._detect(_image_list(images))
+
+    def _detect(self, images: List[Tensor]) -> List[Dict[str, Tensor]]:
+        image_list, original = self._prepare_images(images)
         features = self.backbone(image_list.tensors)
-        objectness, deltas = self.rpn_head([features])
-        batch = features.shape[0]
-        objectness = objectness[0].permute(0, 2, 3, 1).reshape(batch, -1)
-        deltas = deltas[0].view(batch, 9, 4, *features.shape[-2:]).permute(0, 3, 4, 1, 2).reshape(batch, -1, 4)
+        objectness, deltas = self._rpn_outputs(features)
         anchors = self._anchors(image_list, features)
-        scales = [h / o[0] for (h, _), o in zip(image_list.image_sizes, original)]
+        scales = [size[0] / o[0] for size, o in zip(image_list.image_sizes, original)]
         proposals = self._proposals(anchors, objectness, deltas, self._limits(image_list), scales)
         head = self._roi_features(features, proposals)
         probabilities = torch.softmax(self.cls_score(head), dim=-1).split([p.shape[0] for p in proposals])
         box_deltas = self.bbox_pred(head).split([p.shape[0] for p in proposals])
-        detections = []
+        detections: List[Dict[str, Tensor]] = []
         for i, boxes in enumerate(proposals):
             decoded = self.box_coder.decode_single(
                 box_deltas[i].reshape(-1, 4), boxes.repeat_interleave(self.num_classes, 0)
@@ -454,8 +497,17 @@ class WSSDLFasterRCNN(nn.Module):
             keep = batched_nms(decoded, scores, labels, self.box_nms)[: self.detections_per_image]
             detections.append({"boxes": decoded[keep], "labels": labels[keep], "scores": scores[keep]})
         for detection, resized, size in zip(detections, image_list.image_sizes, original):  # back to input pixels
-            detection["boxes"] = resize_boxes(detection["boxes"], resized, size)
+            detection["boxes"] = resize_boxes(detection["boxes"], [resized[0], resized[1]], [size[0], size[1]])
         return detections
+
+
+def _image_list(images: Any) -> List[Tensor]:
+    """``(B, C, H, W)`` or a sequence of ``(C, H, W)`` -> a list of ``(C, H, W)``."""
+    if isinstance(images, Tensor):
+        if images.ndim != 4:
+            raise ValueError(f"images must be (B, C, H, W) or a list of (C, H, W), got shape {tuple(images.shape)}.")
+        return list(images)
+    return list(images)
 
 
 def _cat(parts: list[Tensor], empty: Tensor) -> Tensor:
