@@ -170,7 +170,8 @@ def _handler_name(raw: Any) -> str:
 
 
 def _filter_handlers(parser: Any, clean: set[str]) -> dict[str, list[str]]:
-    """Keep the train handlers that need neither data nor disk; returns their names, kept and dropped."""
+    """Keep the train handlers that need neither data nor disk, and give the trainer only those; returns their names,
+    kept and dropped."""
     raw = parser.get("train#handlers") if "train#handlers" in parser else []
     if not isinstance(raw, list):
         parser["train#handlers"] = []
@@ -185,6 +186,8 @@ def _filter_handlers(parser: Any, clean: set[str]) -> dict[str, list[str]]:
             kept.append(handler)
             names["kept"].append(_handler_name(handler))
     parser["train#handlers"] = kept
+    if "train#trainer#train_handlers" in parser:  # an expression may add handlers (the training figures read the
+        parser["train#trainer#train_handlers"] = "@train#handlers"  # validation data and write files): keep none
     return names
 
 

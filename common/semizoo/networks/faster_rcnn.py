@@ -235,8 +235,7 @@ class WSSDLFasterRCNN(nn.Module):
         sizes = tuple(round(size * anchor_scale) for size in (128, 256, 512))
         self.anchor_generator = AnchorGenerator((sizes,), ((0.5, 1.0, 2.0),))  # used with anchors="torchvision"
         self.anchor_scale = float(anchor_scale)
-        official = torch.tensor(OFFICIAL_ANCHOR_SIZES, dtype=torch.float32) * self.anchor_scale
-        self.register_buffer("official_anchor_sizes", official, persistent=False)  # not in the state dict
+        self.official_anchor_sizes = [list(size) for size in OFFICIAL_ANCHOR_SIZES]  # a list: TorchScript reads it
         if anchors == "official":
             _warn_unfit_anchors(self.anchor_scale, min_size, max_size)
         self.rpn_head = RPNHead(channels, 9)  # 3×3 conv + ReLU, 1×1 objectness (9), 1×1 deltas (36); N(0, 0.01)
@@ -302,7 +301,8 @@ class WSSDLFasterRCNN(nn.Module):
 
     def _anchors(self, image_list: ImageList, features: Tensor) -> Tensor:
         if self.anchor_kind == "official":
-            return _grid_anchors(self.official_anchor_sizes, features.shape[-2], features.shape[-1], 16)
+            sizes = torch.tensor(self.official_anchor_sizes, dtype=torch.float32, device=features.device)
+            return _grid_anchors(sizes * self.anchor_scale, features.shape[-2], features.shape[-1], 16)
         return self.anchor_generator(image_list, [features])[0]
 
     def _rpn_outputs(self, features: Tensor) -> Tuple[Tensor, Tensor]:
