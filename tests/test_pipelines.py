@@ -450,7 +450,7 @@ def test_multi_gpu_ranks_select_handlers_by_type(bundle):
     by type on ranks > 0."""
     multi, train = _config(bundle, "multi_gpu_train.json"), _config(bundle, "train.json")
     handlers = train["train"]["trainer"]["train_handlers"]
-    assert handlers == "$@train#handlers + [@train#figures]"
+    assert handlers == "$[@train#figures] + @train#handlers"  # first: a checkpoint of iteration k records k
     assert multi["train#trainer#train_handlers"] == f"$semizoo.handlers.main_process_handlers({handlers[1:]})"
 
 

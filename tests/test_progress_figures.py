@@ -8,6 +8,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 import torch
 from ignite.engine import Engine, Events
 from matplotlib.image import imread
@@ -113,15 +114,43 @@ def _run_with_figures(tmp_path, iterations: int, stop_at: int | None = None, sta
     if state is not None:
         figures.load_state_dict(state)
     figures.attach(trainer)
-    if stop_at is not None:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at), lambda e: e.terminate())
-        trainer.remove_event_handler(figures.write, Events.COMPLETED)
+    if stop_at is not None:  # killed right after the checkpoint of `stop_at`, which comes after the figures' record
+
+        def _kill(engine):
+            raise _Killed
+
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at), _kill)
     if state is not None:
         trainer.load_state_dict({"iteration": at, "epoch_length": 10, "max_epochs": 1})
         trainer.run(range(10))
+    elif stop_at is not None:
+        with pytest.raises(_Killed):
+            trainer.run(range(10), max_epochs=1)
     else:
         trainer.run(range(10), max_epochs=1)
     return figures, trainer
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_training_figures_are_written_after_every_other_completed_handler(tmp_path):
+    """A validation at COMPLETED (ScheduledValidationHandler's final one) is in the written curves."""
+    trainer = _trainer(max_iterations=2)
+    validator = Engine(lambda engine, batch: [batch])
+    figures = TrainingFigures(tmp_path, validator=validator, samples=0)
+    figures.attach(trainer)
+
+    @trainer.on(Events.COMPLETED)
+    def _final_validation(engine):
+        validator.run([_case(0)])
+        validator.state.metrics["val_mean_dice"] = 0.5  # after the run: recorded below by hand, as a metric would be
+        figures.record_validation(validator)
+
+    trainer.run(range(2), max_epochs=1)
+    saved = json.loads((tmp_path / "learning_curves.json").read_text())
+    assert saved["validation"]["val_mean_dice"] == [[2.0, 0.5]]
 
 
 def test_training_figures_average_windows_and_record_validations(tmp_path):

@@ -11,6 +11,9 @@ completes it writes into ``output_dir``:
   boxes and detections (detection).
 
 The recorded points are part of the training checkpoint (``state_dict``), so a resumed run draws its whole history.
+Attach the handler before the checkpointer (first in the trainer's handlers): the checkpoint of iteration ``k`` then
+holds iteration ``k``'s terms. The figures are written after every other handler has seen ``COMPLETED`` (a final
+validation included).
 """
 
 from __future__ import annotations
@@ -80,11 +83,16 @@ class TrainingFigures:
     def attach(self, engine: Engine) -> None:
         self._trainer = engine
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.record_terms)
-        engine.add_event_handler(Events.COMPLETED, self.write)
+        engine.add_event_handler(Events.STARTED, self._write_last)
         if self.validator is not None:
             self.validator.add_event_handler(Events.EPOCH_STARTED, self._reset_samples)
             self.validator.add_event_handler(Events.ITERATION_COMPLETED, self.collect_samples)
             self.validator.add_event_handler(Events.EPOCH_COMPLETED, self.record_validation)
+
+    def _write_last(self, engine: Engine) -> None:
+        """Register :meth:`write` for ``COMPLETED`` once every handler is attached, so that it runs last."""
+        if not engine.has_event_handler(self.write, Events.COMPLETED):
+            engine.add_event_handler(Events.COMPLETED, self.write)
 
     # recording
     def record_terms(self, engine: Engine) -> None:
