@@ -53,6 +53,21 @@ def test_binary_metrics_equal_medpy(name, shape, spacing, seed):
         assert ours[key] == pytest.approx(value, abs=1e-6), key
 
 
+@pytest.mark.parametrize("offset", [(30, 25, 20), (0, 0, 0), (49, 50, 30)], ids=["inside", "low_edges", "high_edges"])
+def test_surface_metrics_of_small_masks_in_a_large_volume_equal_medpy(offset):
+    # binary_metrics measures surfaces inside the masks' bounding box; medpy uses the whole volume.
+    rng = np.random.default_rng(7)
+    small_pred, small_ref = _random_blob_pair(rng, (15, 14, 10))
+    pred, ref = np.zeros((64, 64, 40), bool), np.zeros((64, 64, 40), bool)
+    window = tuple(slice(o, o + s) for o, s in zip(offset, small_pred.shape))
+    pred[window], ref[window] = small_pred, small_ref
+    spacing = (0.625, 0.7, 2.5)
+    ours = binary_metrics(pred, ref, spacing=spacing)
+    assert ours["hd95"] == pytest.approx(medpy_binary.hd95(pred, ref, voxelspacing=spacing), abs=1e-9)
+    assert ours["asd"] == pytest.approx(medpy_binary.asd(pred, ref, voxelspacing=spacing), abs=1e-9)
+    assert ours["assd"] == pytest.approx(medpy_binary.assd(pred, ref, voxelspacing=spacing), abs=1e-9)
+
+
 def test_asd_is_directional_and_spacing_scales_distances():
     pred = np.zeros((30, 30), bool)
     ref = np.zeros((30, 30), bool)

@@ -58,6 +58,21 @@ def surface_distances(source: np.ndarray, target: np.ndarray, spacing: Sequence[
     return distance_to_target[source_border]
 
 
+def _union_box(first: np.ndarray, second: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box holding every foreground voxel of either mask (both non-empty).
+
+    Surface distances computed inside it equal those of the whole arrays: erosion treats voxels outside
+    the array as background, which is what the cropped-away voxels are, and every surface voxel, hence
+    every nearest surface voxel, lies inside the box.
+    """
+    union = first | second
+    box = []
+    for axis in range(union.ndim):
+        present = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
 def binary_metrics(
     pred,
     ref,
@@ -104,8 +119,9 @@ def binary_metrics(
     union = float(np.count_nonzero(pred_b | ref_b))
     values = {"dice": 2.0 * intersection / size_sum, "jaccard": intersection / union}
     if not set(metrics) <= set(values):
-        pred_to_ref = surface_distances(pred_b, ref_b, spacing_t)
-        ref_to_pred = surface_distances(ref_b, pred_b, spacing_t)
+        box = _union_box(pred_b, ref_b)
+        pred_to_ref = surface_distances(pred_b[box], ref_b[box], spacing_t)
+        ref_to_pred = surface_distances(ref_b[box], pred_b[box], spacing_t)
         both = np.hstack((pred_to_ref, ref_to_pred))
         values.update(hd95=float(np.percentile(both, 95)), asd=float(pred_to_ref.mean()), assd=float(both.mean()))
     return {name: values[name] for name in metrics}
