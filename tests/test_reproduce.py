@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from semizoo.handlers import SegmentationReport
-from semizoo.quickstart import discover_methods
+from semizoo.quickstart import discover_methods, phantom_data, plan_runs, run_quickstart
 from semizoo.reproduce import gap_closed, learning_curve, reproduce_table, run_reproduce
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
@@ -91,6 +91,21 @@ def test_unknown_fraction_dataset_and_missing_datalists_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"no datalists/\{full\}\.json"):
         run_reproduce("acdc", fractions=(0.05,), data_dir=tmp_path / "data", out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_detection_reproduces_on_the_busi_phantoms_detection_lists_and_the_quick_start_points_there(tmp_path):
+    runs = plan_runs(["wssdl"], "bus")
+    assert [(r.key, r.stages, r.baseline) for r in runs] == [
+        ("wssdl_labeled_only", (("strong_only.json",),), None),
+        ("wssdl", ((),), "wssdl_labeled_only"),
+    ]
+    prepared = phantom_data("bus", tmp_path / "data", 24)
+    strong = json.loads((prepared / "datalists" / "det_lab10pct.json").read_text())
+    assert strong["labeled"] and strong["unlabeled"] and strong["test"]
+    assert all("box" in item for item in strong["labeled"]) and all("box" not in item for item in strong["unlabeled"])
+    with pytest.raises(ValueError, match=r"choose from \['acdc', 'busi', 'la', 'mnms'\].*reproduce --dataset bus"):
+        run_quickstart(out=tmp_path / "qs", dataset="bus")
+    assert not (tmp_path / "qs").exists()
 
 
 def test_a_bundle_shipping_methods_json_takes_part_without_code_changes(tmp_path):
