@@ -374,7 +374,7 @@ class Commands:
             methods: methods to compare with their labeled-only bounds (acdc: ssnet, mean_teacher, action,
                 actionpp; la: action_la, actionpp_la; mnms: epl, epl_dual); default acdc: ssnet and mean_teacher,
                 la: both ACTIONs, mnms: both EPLs.
-            dataset: acdc, la or mnms (EPL's leave-one-vendor-out setting).
+            dataset: acdc, la, mnms (EPL's leave-one-vendor-out setting) or busi; detection (bus) is in reproduce.
         """
         from .quickstart import run_quickstart
 
@@ -403,9 +403,11 @@ class Commands:
         to labeled-only, fraction of the lower-to-upper gap closed) and PNGs (bars with CIs, learning curves).
 
         Args:
-            dataset: acdc, la, mnms (vendor D held out) or busi.
+            dataset: acdc, la, mnms (vendor D held out), busi, or bus (WSSDL detection on the BUSI phantoms' box
+                lists, scored by CorLoc against the strong-only bound).
             fractions: nominal labelled shares, one or a list (acdc/la: 0.05, 0.1; mnms: 0.02, 0.05, 0.1; busi:
-                0.05, 0.1, 0.25, 0.5), each mapped to its datasets.md setting (acdc 0.05 = lab3).
+                0.05, 0.1, 0.25, 0.5; bus: 0.05, 0.1, 0.2 of the lesion images box-labelled), each mapped to its
+                datasets.md setting (acdc 0.05 = lab3).
             budget: cpu (configs/quickstart.json with `iterations` per stage) or paper (the bundles' schedules).
             data_dir: a prepared dataset (python -m semizoo prepare); default: phantoms generated under `out`.
             out: run folder (default runs/reproduce/DATASET); finished runs in it are reused.
