@@ -65,6 +65,20 @@ def test_table_rows_paired_difference_and_gap_from_the_reports(tmp_path):
     assert "| lab3 (5 %) | labeled-only | lower bound |" in table
 
 
+def test_detection_table_scores_corloc_hits_and_has_no_surface_column():
+    detection = lambda hits: {"summary": {"corloc_any": {"hits": hits}}}  # noqa: E731
+    results = {**_results(detection([0, 0, 1, 0]), detection([1, 0, 1, 1]), detection([1, 1, 1, 1])), "dataset": "bus"}
+    table = reproduce_table(results)
+    lines = table.splitlines()
+    assert "CorLoc (any)" in lines[0] and "HD95" not in table
+    assert lines[2] == "| labelled | model | role | CorLoc % | CorLoc − lower bound (paired) | gap closed |"
+    method = next(line for line in lines if "| Method |" in line)
+    # 3 of 4 units hit against 1 of 4; the gap to the upper bound's 4 of 4: (0.75 - 0.25) / (1 - 0.25)
+    assert method.startswith("| lab3 (5 %) | Method | method | 75.00 (") and "| +50.00 (" in method
+    assert method.endswith("| 67 % |")
+    assert len(method.split("|")) == len(lines[2].split("|"))
+
+
 def test_learning_curve_reads_validations_in_either_log_order():
     log = "\n".join(
         [

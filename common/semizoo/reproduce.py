@@ -157,14 +157,17 @@ def reproduce_table(results: dict[str, Any], checkpoint: str = "model.pt") -> st
         if metric == "CorLoc"
         else "Dice: class mean, per-case Dice averaged over seeds"
     )
+    surfaces = metric == "Dice"  # HD95 is a segmentation metric; detection tables drop its column
     lines = [
         f"{DATASETS[results['dataset']]['name']}, {results['data']}; budget {results['budget']} "
         f"({results['iterations_text']}); seeds {', '.join(map(str, results['seeds']))}; test split, "
         f"checkpoint: {CHECKPOINT_NAMES.get(checkpoint, checkpoint)}. {scores}, mean with bootstrap 95% CI over "
-        "test units; HD95 in voxels (mean over seeds).",
+        "test units" + ("; HD95 in voxels (mean over seeds)." if surfaces else "."),
         "",
-        f"| labelled | model | role | {metric} % | HD95 (voxel) | {metric} − lower bound (paired) | gap closed |",
-        "|---|---|---|---|---|---|---|",
+        f"| labelled | model | role | {metric} % |"
+        + (" HD95 (voxel) |" if surfaces else "")
+        + f" {metric} − lower bound (paired) | gap closed |",
+        "|---|---|---|---|" + ("---|" if surfaces else "") + "---|---|",
     ]
     for row in rows:
         low, high = (100 * v for v in row["dice_ci"])
@@ -175,15 +178,8 @@ def reproduce_table(results: dict[str, Any], checkpoint: str = "model.pt") -> st
         gap_text = "n/a (upper ≤ lower)" if gap is None else (f"{100 * gap:.0f} %" if gap != "" else "")
         fraction = results["fractions"].get(row["setting"])
         labelled = row["setting"] + (f" ({100 * fraction:g} %)" if fraction else " (all)")
-        cells = [
-            labelled,
-            row["label"],
-            row["role"],
-            dice,
-            "n/a" if math.isnan(row["hd95"]) else f"{row['hd95']:.2f}",
-            diff_text,
-            gap_text,
-        ]
+        hd95 = ["n/a" if math.isnan(row["hd95"]) else f"{row['hd95']:.2f}"] if surfaces else []
+        cells = [labelled, row["label"], row["role"], dice, *hd95, diff_text, gap_text]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
