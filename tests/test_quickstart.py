@@ -2,8 +2,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fire.parser import DefaultParseValue
 from semizoo.handlers import SegmentationReport
-from semizoo.quickstart import METHODS, per_class_table, plan_runs, results_table, run_quickstart, short_table
+from semizoo.quickstart import (
+    METHODS,
+    cli_value,
+    per_class_table,
+    plan_runs,
+    results_table,
+    run_quickstart,
+    short_table,
+)
 
 
 def _report(tmp_path, name, shrink_rv: bool, seed: int = 0) -> dict:
@@ -65,6 +74,19 @@ def test_short_table_pairs_each_method_with_its_own_bound(tmp_path):
     assert rows["labeled-only (MT)"].endswith("| (bound) |")
     # Dice of the halved-rv model: class mean (2/3 + 1) / 2 on every case, so the CI is degenerate
     assert f"| {100 * (2 / 3 + 1) / 2:.2f} ({100 * (2 / 3 + 1) / 2:.2f}–" in rows["Mean Teacher"]
+
+
+@pytest.mark.parametrize(
+    "value", [False, True, None, 0.001, [64, 64, 48], {"use": False, "keep": None}, "$@max_iterations // 3"]
+)
+def test_overrides_reach_monai_bundle_run_with_their_python_type(value):
+    # monai.bundle run parses its command line with Fire; JSON's "false" would arrive as a (truthy) string.
+    assert DefaultParseValue(cli_value(value)) == value
+    assert type(DefaultParseValue(cli_value(value))) is type(value)
+
+
+def test_a_tuple_override_arrives_as_a_list():
+    assert DefaultParseValue(cli_value((64, 48))) == [64, 48]
 
 
 def test_plan_runs_pairs_bounds_with_methods_and_rejects_unknown_ones():

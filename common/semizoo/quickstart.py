@@ -242,6 +242,12 @@ class _Progress:
         self.bar.close()
 
 
+def cli_value(value: Any) -> str:
+    """``value`` as ``monai.bundle run`` reads a command-line override: strings as they are, anything else as a Python
+    literal (Fire parses ``False``, ``None`` and ``[1, 2]``; JSON's ``false`` and ``null`` would arrive as strings)."""
+    return value if isinstance(value, str) else repr(json.loads(json.dumps(value)))
+
+
 def _monai_run(
     run_id: str,
     bundle: Path,
@@ -256,7 +262,7 @@ def _monai_run(
     command += ["--bundle_root", str(bundle), "--meta_file", str(bundle / "configs/metadata.json")]
     command += ["--logging_file", str(bundle / "configs/logging.conf")]
     for key, value in overrides.items():
-        command += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        command += [f"--{key}", cli_value(value)]
     start = time.time()
     with open(log, "w") as handle:
         process = subprocess.Popen(
