@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
@@ -20,7 +21,7 @@ from semizoo.benchmark_build import build, config_files, discover_bundles, stage
 from semizoo.benchmark_data import data_wait, measure_data_wait
 from semizoo.benchmark_inference import compare_settings, dice, measure_inference, with_overlap
 from semizoo.benchmark_memory import cpu_peak
-from semizoo.benchmark_steps import plain_loop
+from semizoo.benchmark_steps import median_ratio_ci, plain_loop
 from semizoo.bundle_paths import BUNDLES_DIR
 from semizoo.engines import StridedSlidingWindowInferer
 
@@ -123,6 +124,9 @@ def test_benchmark_reports_every_discovered_bundle_stage_and_shape(tmp_path):
         framework = record["framework"]
         assert len(framework["step_seconds"]["trainer"]) == len(framework["step_seconds"]["plain"]) == 2
         assert framework["overhead"] == pytest.approx(framework["trainer_seconds"] / framework["plain_seconds"] - 1)
+        low, high = framework["overhead_ci"]
+        assert low <= high
+        assert f"({100 * low:+.1f} to {100 * high:+.1f})" in table
         assert "semizoo.handlers.NaNGuard" in framework["handlers"]["kept"]
         assert any(h.startswith("ValidationHandler") for h in framework["handlers"]["dropped"])
         assert record["configs"][-1] == (record["stage"] if record["stage"] != "train.json" else "smoke.json")
@@ -132,6 +136,28 @@ def test_benchmark_reports_every_discovered_bundle_stage_and_shape(tmp_path):
     assert set(wssdl["batch"]) == {"labeled", "unlabeled", "image_size"}  # record lists: strong and weak images
     assert wssdl["batch"]["labeled"] >= 1 and wssdl["batch"]["unlabeled"] >= 1
     assert "Machine:" in table and "framework overhead" in table
+
+
+def test_overhead_interval_resamples_inside_blocks_and_separates_a_real_overhead_from_scatter():
+    """The bootstrap interval of median(a) / median(b) - 1 (``framework_overhead``'s blocks of steps)."""
+    rng = np.random.default_rng(1)
+    # two blocks at different machine speeds, the same on both sides: the interval is exactly 0 because each block
+    # keeps its count of steps (resampling across blocks would move the median between the two levels)
+    drifting = [1.0] * 30 + [2.0] * 30
+    assert median_ratio_ci(drifting, drifting, per_block=30) == (0.0, 0.0)
+    low, high = median_ratio_ci(drifting, drifting, per_block=60)  # one block: the two levels mix
+    assert low < -0.1 and high > 0.1
+    noisy = rng.normal(1.0, 0.02, size=60)
+    low, high = median_ratio_ci(noisy, noisy, per_block=30)
+    assert low == pytest.approx(0.0, abs=0.02) and high > low
+    # 10 % scatter per step, 60 steps a side: a 20 % overhead is resolved, a zero one is not mistaken for one
+    base = rng.normal(0.1, 0.01, size=(2, 60))
+    low, high = median_ratio_ci(base[0] * 1.2, base[1], per_block=10)
+    assert 0.1 < low < 0.2 < high < 0.3
+    low, high = median_ratio_ci(base[0], base[1], per_block=10)
+    assert low < 0 < high and high - low < 0.1
+    with pytest.raises(ValueError, match="blocks of 7"):
+        median_ratio_ci(noisy, noisy, per_block=7)
 
 
 class _SlowLoader:

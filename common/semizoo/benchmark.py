@@ -89,7 +89,7 @@ def _attempt(what: str, run: Callable[[], Any]) -> Any:
 
 
 def _framework(setup: Setup, iterations: int, warmup: int, blocks: int) -> dict[str, Any]:
-    from .benchmark_steps import framework_overhead
+    from .benchmark_steps import framework_overhead, median_ratio_ci
 
     timings = framework_overhead(setup, iterations, warmup=warmup, blocks=blocks)
     trainer, plain = _median(timings["trainer"]), _median(timings["plain"])
@@ -97,6 +97,7 @@ def _framework(setup: Setup, iterations: int, warmup: int, blocks: int) -> dict[
         "trainer_seconds": trainer,
         "plain_seconds": plain,
         "overhead": trainer / plain - 1.0,
+        "overhead_ci": list(median_ratio_ci(timings["trainer"], timings["plain"], iterations)),
         "handlers": setup.handlers,
         "step_seconds": timings,
     }

@@ -46,6 +46,14 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * value:+.1f} %"
 
 
+def _overhead(framework: Mapping[str, Any]) -> str:
+    """``+2.4 % (-1.0 to +5.9)``: the overhead with its bootstrap interval where the run recorded one."""
+    text, interval = _pct(framework.get("overhead")), framework.get("overhead_ci")
+    if interval is None or framework.get("overhead") is None:
+        return text
+    return f"{text} ({100 * interval[0]:+.1f} to {100 * interval[1]:+.1f})"
+
+
 def _batch(batch: Mapping[str, Any]) -> str:
     size = batch.get("patch") or batch.get("image_size") or []
     return f"{batch['labeled']}+{batch['unlabeled']}, " + "x".join(map(str, size))
@@ -79,7 +87,7 @@ def _training_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
             f"{head} {_batch(r['batch'])} | {_f(s['method'])} | {_f(s['labeled_only'])} | "
             f"{_f(r['overhead_ratio'], 2)} | "
             f"{_memory(r, 'method')} | {_memory(r, 'labeled_only')} | {_f(fw.get('trainer_seconds'))} | "
-            f"{_f(fw.get('plain_seconds'))} | {_pct(fw.get('overhead'))} | "
+            f"{_f(fw.get('plain_seconds'))} | {_overhead(fw)} | "
             f"{'err' if 'error' in wait else _pct(wait.get('fraction')).lstrip('+')} | "
             f"{it['blocks']}x{it['per_block']} (+{it['warmup']} warm-up) |"
         )
@@ -120,7 +128,8 @@ def markdown(results: Mapping[str, Any]) -> str:
         "Training step, side by side in one process: median seconds per iteration after warm-up on one fixed random "
         "batch; ratio = method / labeled-only step (same network and batch); MiB = " + memory + "; framework "
         "overhead = the bundle's trainer (handlers that need neither data nor disk kept) / a plain PyTorch loop "
-        "calling the same method step (and stepping the same LR schedule) - 1; data wait = share of each "
+        "calling the same method step (and stepping the same LR schedule) - 1, with a bootstrap 95 % interval that "
+        "resamples steps inside each timed block; data wait = share of each "
         "iteration blocked in next(loader) with the bundle's own train loader on phantoms (cpu shape). "
         + _caption(info),
         "",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 
 from .benchmark_build import Setup
@@ -27,6 +28,7 @@ __all__ = [
     "PlainStep",
     "framework_overhead",
     "labeled_only",
+    "median_ratio_ci",
     "plain_iteration",
     "plain_loop",
     "plain_step",
@@ -165,6 +167,36 @@ def time_steps(setup: Setup, iterations: int, warmup: int = 2, blocks: int = 2) 
             method.iteration += 1
             timings[name].append(_timed(setup.device, lambda: step(name)))
     return timings
+
+
+def _block_medians(values: Any, per_block: int, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
+    """Medians of ``n_resamples`` resamples of ``values`` that redraw steps with replacement inside each block."""
+    steps = np.asarray(values, dtype=float)
+    if per_block < 1 or steps.size == 0 or steps.size % per_block:
+        raise ValueError(f"{steps.size} timings do not split into blocks of {per_block} steps.")
+    blocks = steps.reshape(-1, per_block)
+    picks = rng.integers(0, per_block, size=(n_resamples, *blocks.shape))
+    resampled = np.take_along_axis(np.broadcast_to(blocks, picks.shape), picks, axis=2)
+    return np.median(resampled.reshape(n_resamples, -1), axis=1)
+
+
+def median_ratio_ci(
+    numerator: Any, denominator: Any, per_block: int, n_resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap ``level`` interval of ``median(numerator) / median(denominator) - 1`` (percentile method).
+
+    Both lists hold step timings in block order (``per_block`` steps per block, as :func:`time_steps` and
+    :func:`framework_overhead` record them). Each resample redraws steps with replacement inside each block, so every
+    block keeps its share of steps and a slow drift of the machine, which the alternating blocks spread over both
+    sides, does not widen the interval; the step-to-step scatter does.
+    """
+    rng = np.random.default_rng(seed)
+    ratios = _block_medians(numerator, per_block, rng, n_resamples) / _block_medians(
+        denominator, per_block, rng, n_resamples
+    )
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(ratios - 1.0, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def framework_overhead(setup: Setup, iterations: int, warmup: int = 2, blocks: int = 2) -> dict[str, list[float]]:
