@@ -79,6 +79,28 @@ def test_detection_table_scores_corloc_hits_and_has_no_surface_column():
     assert len(method.split("|")) == len(lines[2].split("|"))
 
 
+def test_several_seeds_average_per_case_and_each_seed_gets_its_own_score():
+    detection = lambda hits: {"summary": {"corloc_any": {"hits": hits}}}  # noqa: E731
+    results = _results(detection([0, 0, 1, 0]), detection([1, 0, 1, 1]), detection([1, 1, 1, 1]))
+    results["dataset"], results["seeds"] = "bus", [0, 1]
+    runs = results["settings"]["lab3"]["runs"]
+    runs["m"]["model.pt"] = [detection([1, 0, 1, 1]), detection([0, 0, 1, 1])]  # seed 1 hits 2 of 4
+    runs["lo"]["model.pt"] = [detection([0, 0, 1, 0]), detection([0, 0, 1, 0])]
+    results["upper"]["runs"]["up"]["model.pt"] = [detection([1, 1, 1, 1])] * 2
+    lines = reproduce_table(results).splitlines()
+    assert lines[2] == (
+        "| labelled | model | role | CorLoc % | CorLoc % per seed | CorLoc − lower bound (paired) | gap closed |"
+    )
+    method = next(line for line in lines if "| Method |" in line)
+    # seed means 75 and 50; per unit (1, 0, 1, 1) and (0, 0, 1, 1) average to (0.5, 0, 1, 1): 62.50
+    assert method.startswith("| lab3 (5 %) | Method | method | 62.50 (") and "| 75.00 / 50.00 | +37.50 (" in method
+    lower = next(line for line in lines if "| lower bound |" in line)
+    assert "| lower bound | 25.00 (" in lower and lower.endswith("| 25.00 / 25.00 |  |  |")
+    assert len(method.split("|")) == len(lines[2].split("|"))
+    results["seeds"] = [0]  # one seed: no per-seed column (the tables above)
+    assert "per seed" not in reproduce_table(results, "model_final.pt")
+
+
 def test_learning_curve_reads_validations_in_either_log_order():
     log = "\n".join(
         [

@@ -106,6 +106,11 @@ def _seed_mean_dice(reports: Sequence[dict]) -> tuple[list[str], np.ndarray]:
     return cases, np.array([[d[c] for c in cases] for d in per_seed]).mean(axis=0)
 
 
+def _per_seed(reports: Sequence[dict]) -> list[float]:
+    """Each seed's score: the mean over its test units."""
+    return [float(np.mean(list(_case_scores(r).values()))) for r in reports]
+
+
 def _hd95(reports: Sequence[dict]) -> float:
     if "voxel" not in reports[0]["summary"]:  # detection
         return float("nan")
@@ -124,7 +129,7 @@ def _summaries(results: dict[str, Any], checkpoint: str) -> list[dict[str, Any]]
             cases, dice = _seed_mean_dice(reports)
             mean, low, high = bootstrap_ci(dice)
             row = {"setting": setting, "model": key, "label": results["labels"][key], "role": "method"}
-            row.update({"dice": mean, "dice_ci": [low, high], "hd95": _hd95(reports), "seeds": len(reports)})
+            row.update({"dice": mean, "dice_ci": [low, high], "hd95": _hd95(reports), "per_seed": _per_seed(reports)})
             lower = results["lower_of"].get(key)
             if lower is None:
                 row["role"] = "lower bound"
@@ -134,13 +139,13 @@ def _summaries(results: dict[str, Any], checkpoint: str) -> list[dict[str, Any]]
                 row["diff_vs_lower"] = [diff, d_low, d_high]
                 upper = upper_runs[results["upper_of"][key]][checkpoint]
                 row["gap_closed"] = gap_closed(mean, float(base.mean()), float(_seed_mean_dice(upper)[1].mean()))
-            rows.append(row)
+            rows.append({**row, "seeds": len(reports)})
     for key, by_checkpoint in upper_runs.items():
         _, dice = _seed_mean_dice(by_checkpoint[checkpoint])
         mean, low, high = bootstrap_ci(dice)
         row = {"setting": results["full_setting"], "model": key, "label": results["labels"][key], "role": "upper bound"}
         row.update({"dice": mean, "dice_ci": [low, high], "hd95": _hd95(by_checkpoint[checkpoint])})
-        rows.append({**row, "seeds": len(by_checkpoint[checkpoint])})
+        rows.append({**row, "per_seed": _per_seed(by_checkpoint[checkpoint]), "seeds": len(by_checkpoint[checkpoint])})
     return rows
 
 
@@ -158,6 +163,7 @@ def reproduce_table(results: dict[str, Any], checkpoint: str = "model.pt") -> st
         else "Dice: class mean, per-case Dice averaged over seeds"
     )
     surfaces = metric == "Dice"  # HD95 is a segmentation metric; detection tables drop its column
+    seeds = len(results["seeds"]) > 1  # several seeds: each seed's score too (the spread a CI over units hides)
     lines = [
         f"{DATASETS[results['dataset']]['name']}, {results['data']}; budget {results['budget']} "
         f"({results['iterations_text']}); seeds {', '.join(map(str, results['seeds']))}; test split, "
@@ -166,8 +172,9 @@ def reproduce_table(results: dict[str, Any], checkpoint: str = "model.pt") -> st
         "",
         f"| labelled | model | role | {metric} % |"
         + (" HD95 (voxel) |" if surfaces else "")
+        + (f" {metric} % per seed |" if seeds else "")
         + f" {metric} − lower bound (paired) | gap closed |",
-        "|---|---|---|---|" + ("---|" if surfaces else "") + "---|---|",
+        "|---|---|---|---|" + ("---|" if surfaces else "") + ("---|" if seeds else "") + "---|---|",
     ]
     for row in rows:
         low, high = (100 * v for v in row["dice_ci"])
@@ -179,7 +186,8 @@ def reproduce_table(results: dict[str, Any], checkpoint: str = "model.pt") -> st
         fraction = results["fractions"].get(row["setting"])
         labelled = row["setting"] + (f" ({100 * fraction:g} %)" if fraction else " (all)")
         hd95 = ["n/a" if math.isnan(row["hd95"]) else f"{row['hd95']:.2f}"] if surfaces else []
-        cells = [labelled, row["label"], row["role"], dice, *hd95, diff_text, gap_text]
+        per_seed = [" / ".join(f"{100 * v:.2f}" for v in row["per_seed"])] if seeds else []
+        cells = [labelled, row["label"], row["role"], dice, *hd95, *per_seed, diff_text, gap_text]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
