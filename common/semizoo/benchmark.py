@@ -8,7 +8,8 @@ multi-stage bundle, and each shape (``cpu``: ``train.json`` + ``quickstart.json`
   labeled-only step of the same network and batch (a WSSDL joint step vs its strong-only step), in alternating
   blocks after warm-up, and their ratio; peak memory of each (:mod:`semizoo.benchmark_memory`);
 - **framework overhead** (:func:`semizoo.benchmark_steps.framework_overhead`): the bundle's own trainer vs a plain
-  PyTorch loop calling the same method step, in alternating blocks: ``trainer / plain - 1``;
+  PyTorch loop calling the same method step, in alternating blocks: ``trainer / plain - 1``, with a bootstrap 95 %
+  interval over the steps (:func:`semizoo.benchmark_steps.median_ratio_ci`);
 - **data wait** (cpu shape, :mod:`semizoo.benchmark_data`): the share of each iteration blocked in ``next(loader)``
   of the bundle's own train loader on prepared phantoms;
 - **inference** (bundles whose test inferer is a 3D sliding window, :mod:`semizoo.benchmark_inference`): seconds per
