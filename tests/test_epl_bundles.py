@@ -55,6 +55,29 @@ def test_variant_flags_reach_the_method(bundle):
     assert _value("epl_mnms_segmentation", "no_cutmix.json", "unlabeled_batch_size") == 32
 
 
+@pytest.mark.parametrize("bundle", sorted(VARIANTS))
+def test_initial_weights_start_both_networks_from_a_saved_pair(bundle, tmp_path):
+    """``initial_weights`` (e.g. the labelled-only pair's ``models/model_final.pt``) is what training starts from:
+    every tensor of the built pair equals the file's; unset, the pair keeps its own initialisation."""
+    from monai.bundle import ConfigParser
+
+    def built_network(**overrides):
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLES / bundle / "configs" / c) for c in ("train.json", "smoke.json")])
+        parser.update({"bundle_root": str(BUNDLES / bundle), "device": "$torch.device('cpu')", **overrides})
+        return parser.get_parsed_content("network")
+
+    torch.manual_seed(1)
+    saved = built_network().state_dict()
+    torch.save(saved, tmp_path / "model_final.pt")
+    torch.manual_seed(2)
+    started = built_network(initial_weights=str(tmp_path / "model_final.pt")).state_dict()
+    assert started.keys() == saved.keys() and all(torch.equal(started[k], saved[k]) for k in saved)
+    torch.manual_seed(2)
+    fresh = built_network().state_dict()
+    assert not torch.equal(fresh["left.classifier.weight"], saved["left.classifier.weight"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", sorted(VARIANTS))
 def test_every_variant_trains_through_the_bundle_runner(bundle, tmp_path_factory):

@@ -1,8 +1,8 @@
-"""EMA update and DDP unwrapping helpers of ``semizoo.networks.utils``."""
+"""EMA update, DDP unwrapping and weights-file helpers of ``semizoo.networks.utils``."""
 
 import pytest
 import torch
-from semizoo.networks import ema_decay, ema_update_, frozen_copy, unwrap
+from semizoo.networks import NetworkPair, ema_decay, ema_update_, frozen_copy, load_weights, unwrap
 
 
 def test_ema_update_formula_with_warmup():
@@ -30,3 +30,43 @@ def test_unwrap_and_frozen_copy():
     copied = frozen_copy(torch.nn.DataParallel(net))
     assert isinstance(copied, torch.nn.Linear) and not any(p.requires_grad for p in copied.parameters())
     assert torch.equal(copied.weight, net.weight) and copied.weight is not net.weight
+
+
+def _pair(seed: int) -> NetworkPair:
+    torch.manual_seed(seed)
+    return NetworkPair(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)), torch.nn.Conv2d(1, 2, 1))
+
+
+def test_load_weights_copies_every_tensor_from_a_run_checkpoint(tmp_path):
+    """A saved pair (as a run's ``models/model_final.pt``, or wrapped in ``{"model": ...}`` with DDP's ``module.``
+    prefix) becomes the starting point of a freshly built one: every parameter and buffer equal; None: untouched."""
+    source = _pair(0)
+    source.left[1].running_mean.fill_(0.5)
+    torch.save(source.state_dict(), tmp_path / "model_final.pt")
+    torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "wrapped.pt")
+    for name in ("model_final.pt", "wrapped.pt"):
+        target = _pair(1)
+        assert not torch.equal(target.right.weight, source.right.weight)
+        assert load_weights(target, tmp_path / name) is target
+        for (key, mine), theirs in zip(target.state_dict().items(), source.state_dict().values()):
+            assert torch.equal(mine, theirs), key
+    untouched = _pair(1)
+    weight = untouched.right.weight.detach().clone()
+    assert torch.equal(load_weights(untouched, None).right.weight, weight)
+
+
+def test_load_weights_refuses_a_file_of_another_network_before_loading(tmp_path):
+    with pytest.raises(FileNotFoundError, match="initial weights file .*missing.pt"):
+        load_weights(_pair(0), tmp_path / "missing.pt")
+    other = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    target = _pair(1)
+    before = target.right.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"missing \['left.0.bias'.*unexpected \['0.bias', '0.weight'\]"):
+        load_weights(target, tmp_path / "other.pt")
+    assert torch.equal(target.right.weight, before)
+    wide = _pair(0)
+    wide.right = torch.nn.Conv2d(1, 3, 1)
+    torch.save(wide.state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match=r"right.weight: file \(3, 1, 1, 1\) vs network \(2, 1, 1, 1\)"):
+        load_weights(target, tmp_path / "wide.pt")

@@ -7,7 +7,7 @@ from .official import load_official_weights, official_to_semizoo_key
 from .pair import NetworkPair
 from .ssnet import SSNetHeads, SSNetNetwork
 from .unet2d import SSL4MISUNet
-from .utils import ema_decay, ema_update_, frozen_copy, unwrap
+from .utils import ema_decay, ema_update_, frozen_copy, load_weights, read_state_dict, unwrap
 from .vnet import UAMTVNet
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "frozen_copy",
     "ema_decay",
     "ema_update_",
+    "load_weights",
+    "read_state_dict",
     "ActionDistillHeads",
     "RepresentationHead",
     "logit_windows",

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.resnet import Bottleneck
 
+from .utils import read_state_dict
+
 __all__ = ["ResNet50V1c", "DeepLabV3Plus"]
 
 logger = logging.getLogger(__name__)
@@ -149,17 +151,11 @@ class DeepLabV3Plus(nn.Module):
             FileNotFoundError: ``path`` does not exist.
             ValueError: no tensor matched (the wrong file, most likely).
         """
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"pretrained backbone {path} does not exist.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
+        state = read_state_dict(path, "pretrained backbone")
         own = self.backbone.state_dict()
         matched = {}
         for name, tensor in state.items():
-            for prefix in ("module.", "backbone."):
-                name = name[len(prefix) :] if name.startswith(prefix) else name
+            name = name[len("backbone.") :] if name.startswith("backbone.") else name
             if name in own and tuple(own[name].shape) == tuple(tensor.shape):
                 matched[name] = tensor
         if not matched:

@@ -34,6 +34,8 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import FrozenBatchNorm2d, RoIAlign, RoIPool, batched_nms, box_iou, clip_boxes_to_image, nms
 
+from .utils import read_state_dict
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["WSSDLFasterRCNN", "OFFICIAL_ANCHOR_SIZES", "official_anchors", "inside_image"]
@@ -260,7 +262,7 @@ class WSSDLFasterRCNN(nn.Module):
         self.score_thresh, self.box_nms, self.detections_per_image = score_thresh, box_nms, detections_per_image
         self.clip_to = clip_to
         if weights_path is not None:
-            self.load_state_dict(_load_state(weights_path))
+            self.load_state_dict(read_state_dict(weights_path, "pretrained weights file"))
 
     # -- shared parts -------------------------------------------------------------------------------------------
     def _prepare(self, images: Sequence[Tensor] | Tensor, targets: Optional[list[dict[str, Tensor]]] = None):
@@ -552,10 +554,3 @@ def _check_hub_weights(backbone: str) -> None:
             f"ImageNet weights for {backbone} are not in the torch hub cache ({path}); run `python -m semizoo "
             "fetch-weights wssdl_bus_detection` on a machine with internet access, or set pretrained=None."
         )
-
-
-def _load_state(path: str | os.PathLike) -> dict[str, Tensor]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pretrained weights {path} do not exist.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("model", state) if isinstance(state, dict) else state

@@ -37,8 +37,9 @@ import re
 from collections import OrderedDict
 from typing import Callable, Mapping
 
-import torch
 from torch import Tensor, nn
+
+from .utils import read_state_dict
 
 __all__ = ["load_official_weights", "official_to_semizoo_key"]
 
@@ -96,22 +97,6 @@ def official_to_semizoo_key(key: str) -> tuple[str, str] | None:
     return None
 
 
-def _read_state_dict(state_dict_or_path: Mapping[str, Tensor] | str | os.PathLike) -> dict[str, Tensor]:
-    if isinstance(state_dict_or_path, (str, os.PathLike)):
-        path = os.fspath(state_dict_or_path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"official checkpoint {path!r} does not exist.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    else:
-        state = state_dict_or_path
-    if not isinstance(state, Mapping):
-        raise ValueError(f"an official checkpoint must hold a state_dict, got {type(state).__name__}.")
-    for wrapper in ("state_dict", "model", "net"):  # tolerate a wrapping dict
-        if wrapper in state and isinstance(state[wrapper], Mapping):
-            state = state[wrapper]
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
-
-
 def load_official_weights(model: nn.Module, state_dict_or_path: Mapping[str, Tensor] | str | os.PathLike) -> nn.Module:
     """Load an official UA-MT/SSL4MIS/SS-Net checkpoint into ``model`` (renaming keys as the module doc says).
 
@@ -127,7 +112,7 @@ def load_official_weights(model: nn.Module, state_dict_or_path: Mapping[str, Ten
             shape mismatches, before anything is loaded. Heads in the checkpoint are skipped (with a log line)
             when the model has none; ``num_batches_tracked`` buffers absent from PyTorch 0.4.0 files are kept.
     """
-    official = _read_state_dict(state_dict_or_path)
+    official = read_state_dict(state_dict_or_path, "official checkpoint")
     has_heads = isinstance(getattr(model, "heads", None), nn.Module)
     backbone_prefix = "backbone." if isinstance(getattr(model, "backbone", None), nn.Module) else ""
     target = model.state_dict()

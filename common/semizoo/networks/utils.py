@@ -1,4 +1,5 @@
-"""Network helpers shared by methods, handlers and tools: DDP unwrapping, frozen copies and EMA updates.
+"""Network helpers shared by methods, handlers and tools: DDP unwrapping, frozen copies, EMA updates and reading
+weights files.
 
 They live here, below ``methods`` and ``handlers``, so both import them without a cycle. ``ema_update_`` is the
 update of SSL4MIS/UA-MT ``update_ema_variables`` (Tarvainen & Valpola 2017, arXiv:1703.01780): parameters only
@@ -9,11 +10,16 @@ so the teacher equals the student after the first step.
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Mapping
+from typing import Optional, TypeVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["unwrap", "frozen_copy", "ema_decay", "ema_update_"]
+__all__ = ["unwrap", "frozen_copy", "ema_decay", "ema_update_", "read_state_dict", "load_weights"]
+
+NetworkT = TypeVar("NetworkT", bound=nn.Module)
 
 
 def unwrap(network: nn.Module) -> nn.Module:
@@ -53,3 +59,56 @@ def ema_update_(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
         raise ValueError(f"teacher and student parameters differ: {diff[:10]}.")
     for name, teacher_param in teacher_params.items():
         teacher_param.mul_(alpha).add_(student_params[name].detach(), alpha=1.0 - alpha)
+
+
+def read_state_dict(
+    state_dict_or_path: Mapping[str, Tensor] | str | os.PathLike, what: str = "checkpoint"
+) -> dict[str, Tensor]:
+    """The state dict in a weights file (``torch.load`` with ``weights_only=True``) or mapping: a wrapping
+    ``"state_dict"``/``"model"``/``"net"`` entry is unwrapped and a DDP ``"module."`` prefix stripped.
+
+    Raises:
+        FileNotFoundError: naming ``what`` and the missing file.
+        ValueError: the file holds no mapping of tensors.
+    """
+    if isinstance(state_dict_or_path, (str, os.PathLike)):
+        path = os.fspath(state_dict_or_path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{what} {path!r} does not exist.")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        state = state_dict_or_path
+    if not isinstance(state, Mapping):
+        raise ValueError(f"a {what} must hold a state_dict, got {type(state).__name__}.")
+    for wrapper in ("state_dict", "model", "net"):  # tolerate a wrapping dict
+        if wrapper in state and isinstance(state[wrapper], Mapping):
+            state = state[wrapper]
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def load_weights(network: NetworkT, path: Optional[str | os.PathLike]) -> NetworkT:
+    """``network`` with every tensor loaded from the state dict at ``path`` (e.g. another run's
+    ``models/model_final.pt``, to start training from it); ``None`` returns it unchanged.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: listing the missing and unexpected keys and the shape mismatches, before anything is loaded.
+    """
+    if path is None:
+        return network
+    state, own = read_state_dict(path, "initial weights file"), unwrap(network).state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: file {tuple(v.shape)} vs network {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"initial weights {os.fspath(path)!r} do not fit {type(unwrap(network)).__name__}: missing "
+            f"{missing[:5] or 'none'}{' ...' if len(missing) > 5 else ''}; unexpected {unexpected[:5] or 'none'}"
+            f"{' ...' if len(unexpected) > 5 else ''}; shape mismatches {shapes[:5] or 'none'}."
+        )
+    unwrap(network).load_state_dict(state, strict=True)
+    return network
