@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from semizoo.handlers import SegmentationReport
 from semizoo.quickstart import discover_methods, phantom_data, plan_runs, run_quickstart
-from semizoo.reproduce import gap_closed, learning_curve, reproduce_table, run_reproduce
+from semizoo.reproduce import data_label, gap_closed, learning_curve, reproduce_table, run_reproduce
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -211,3 +211,15 @@ def test_reproduce_trains_both_bounds_and_the_method_then_tabulates(tmp_path):
     before = {p: p.stat().st_mtime for p in tmp_path.glob("*/*/models/*.pt")}
     run_reproduce("acdc", fractions=(0.05,), out=tmp_path, iterations=2, cases=10, methods=("mean_teacher",))
     assert before and before == {p: p.stat().st_mtime for p in tmp_path.glob("*/*/models/*.pt")}
+
+
+def test_a_prepared_data_dir_is_named_phantom_when_its_report_says_so(tmp_path):
+    """``--data_dir`` of phantoms prepared by hand (e.g. the bench preset) must not be labelled real data."""
+    phantom, real, bare = tmp_path / "phantom", tmp_path / "real", tmp_path / "bare"
+    for folder, report in ((phantom, {"phantom": True}), (real, {"phantom": False}), (bare, None)):
+        folder.mkdir()
+        if report is not None:
+            (folder / "prepare_report.json").write_text(json.dumps({"dataset": "busi", **report}))
+    assert data_label(phantom) == f"phantom data from {phantom}"
+    assert data_label(real) == f"real data from {real}"
+    assert data_label(bare) == f"real data from {bare}"

@@ -50,7 +50,15 @@ from .quickstart import (
     plan_runs,
 )
 
-__all__ = ["run_reproduce", "reproduce_table", "gap_closed", "learning_curve", "FRACTIONS", "FULL_SETTING"]
+__all__ = [
+    "run_reproduce",
+    "reproduce_table",
+    "gap_closed",
+    "learning_curve",
+    "data_label",
+    "FRACTIONS",
+    "FULL_SETTING",
+]
 
 # nominal labelled share -> datasets.md setting, per dataset
 FRACTIONS: dict[str, dict[float, str]] = {
@@ -270,6 +278,14 @@ def _settings(dataset: str, fractions: Sequence[float]) -> dict[str, float]:
     return settings
 
 
+def data_label(prepared: Path) -> str:
+    """How the tables name a prepared ``data_dir``: phantom data (its ``prepare_report.json`` says so, e.g. the bench
+    preset prepared by hand) or real data."""
+    report = prepared / "prepare_report.json"
+    phantom = report.is_file() and bool(json.loads(report.read_text()).get("phantom"))
+    return f"{'phantom' if phantom else 'real'} data from {prepared}"
+
+
 def run_reproduce(
     dataset: str = "acdc",
     fractions: Sequence[float] = (0.05, 0.1),
@@ -308,7 +324,7 @@ def run_reproduce(
         missing = [s for s in [*settings, full] if not (prepared / "datalists" / f"{s}.json").is_file()]
         if missing:
             raise ValueError(f"{prepared}: no datalists/{{{','.join(missing)}}}.json; prepare the dataset first.")
-        data = f"real data from {prepared}"
+        data = data_label(prepared)
     out = Path(out if out is not None else f"runs/reproduce/{dataset}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     if data_dir is None:
