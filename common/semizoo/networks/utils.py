@@ -79,7 +79,7 @@ def read_state_dict(
     else:
         state = state_dict_or_path
     if not isinstance(state, Mapping):
-        raise ValueError(f"a {what} must hold a state_dict, got {type(state).__name__}.")
+        raise ValueError(f"the {what} must hold a state_dict, got {type(state).__name__}.")
     for wrapper in ("state_dict", "model", "net"):  # tolerate a wrapping dict
         if wrapper in state and isinstance(state[wrapper], Mapping):
             state = state[wrapper]
